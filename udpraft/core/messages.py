@@ -1,0 +1,153 @@
+"""Messages exchanged between Raft peers.
+
+One frozen dataclass per message type. Every message names its sender (``src``), its
+receiver (``dst``) and the sender's term. The wire layer turns these into bytes and back; the
+core validates the fields it reads (a peer may be buggy or hostile) and counts what it drops.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from udpraft.core.types import Entry
+
+
+@dataclass(frozen=True, slots=True)
+class PreVote:
+    """Raft §9.6: "would you vote for me at term+1?" — changes no state on either side."""
+
+    src: str
+    dst: str
+    term: int  # the term the candidate *would* use (its current term + 1)
+    last_index: int
+    last_term: int
+
+
+@dataclass(frozen=True, slots=True)
+class PreVoteResp:
+    src: str
+    dst: str
+    term: int  # echoes the pre-vote term when granted; the voter's term when rejected
+    granted: bool
+
+
+@dataclass(frozen=True, slots=True)
+class RequestVote:
+    src: str
+    dst: str
+    term: int
+    last_index: int
+    last_term: int
+    transfer: bool = False  # leadership transfer: bypasses the "leader is alive" lease
+
+
+@dataclass(frozen=True, slots=True)
+class RequestVoteResp:
+    src: str
+    dst: str
+    term: int
+    granted: bool
+
+
+@dataclass(frozen=True, slots=True)
+class AppendEntries:
+    src: str
+    dst: str
+    term: int
+    prev_index: int
+    prev_term: int
+    entries: tuple[Entry, ...]
+    commit: int
+
+
+@dataclass(frozen=True, slots=True)
+class AppendResp:
+    """Reply to AppendEntries.
+
+    On success ``index`` is the last index the append covered (prev_index + len(entries)).
+    On rejection ``index`` is the rejected prev_index and ``hint_index``/``hint_term`` tell
+    the leader where to retry (the conflict hint of etcd-io/raft / Raft §5.3 optimisation).
+    """
+
+    src: str
+    dst: str
+    term: int
+    success: bool
+    index: int
+    hint_index: int = 0
+    hint_term: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    src: str
+    dst: str
+    term: int
+    commit: int  # min(follower's match, leader commit): never beyond what matches
+    ctx: int = 0  # ReadIndex round this heartbeat confirms (0 = none)
+
+
+@dataclass(frozen=True, slots=True)
+class HeartbeatResp:
+    src: str
+    dst: str
+    term: int
+    ctx: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class TimeoutNow:
+    """Leadership transfer: the receiver starts an election at once (dissertation §3.10)."""
+
+    src: str
+    dst: str
+    term: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReadIndexReq:
+    """A follower asks the leader for a read index on behalf of a local read (§6.4)."""
+
+    src: str
+    dst: str
+    term: int
+    req_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReadIndexResp:
+    src: str
+    dst: str
+    term: int
+    req_id: int
+    index: int
+    ok: bool
+
+
+Message = (
+    PreVote
+    | PreVoteResp
+    | RequestVote
+    | RequestVoteResp
+    | AppendEntries
+    | AppendResp
+    | Heartbeat
+    | HeartbeatResp
+    | TimeoutNow
+    | ReadIndexReq
+    | ReadIndexResp
+)
+
+MESSAGE_TYPES: tuple[type, ...] = (
+    PreVote,
+    PreVoteResp,
+    RequestVote,
+    RequestVoteResp,
+    AppendEntries,
+    AppendResp,
+    Heartbeat,
+    HeartbeatResp,
+    TimeoutNow,
+    ReadIndexReq,
+    ReadIndexResp,
+)

@@ -1,0 +1,54 @@
+"""Plain data shared by every layer: ids, log entries, hard state.
+
+Everything here is an immutable, slotted value. The core never mutates an Entry once it has
+been created, so the same object can sit in the in-memory log, in a Ready handed to storage
+and in an outgoing AppendEntries without copies.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import NewType
+
+NodeId = NewType("NodeId", str)
+ClientId = NewType("ClientId", str)
+
+
+class EntryKind(IntEnum):
+    """What a log entry carries."""
+
+    NORMAL = 0  # application payload
+    NOOP = 1  # appended by a new leader (Raft §8: commit prior-term entries, anchor ReadIndex)
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One log entry.
+
+    ``client_id``/``seq`` identify a client request for exactly-once sessions (§6.3);
+    ``ts_ms`` is the leader-assigned timestamp used to expire sessions deterministically.
+    """
+
+    index: int
+    term: int
+    data: bytes = b""
+    kind: EntryKind = EntryKind.NORMAL
+    client_id: str = ""
+    seq: int = 0
+    ts_ms: int = 0
+
+    def size_bytes(self) -> int:
+        return len(self.data) + len(self.client_id) + 32
+
+
+@dataclass(frozen=True, slots=True)
+class HardState:
+    """State that must be durable before the node speaks on it (Raft Figure 2)."""
+
+    term: int = 0
+    vote: str = ""  # "" means no vote in this term
+    commit: int = 0  # advisory only: recovery never trusts it beyond the durable log
+
+
+EMPTY_HARD_STATE = HardState()
