@@ -1,0 +1,115 @@
+"""Exactly-once client sessions (dissertation §6.3), as part of the replicated state.
+
+How this works: every client has a random id and numbers its requests 1, 2, 3, ... A request
+may be retried (a lost reply, a leader change), so the same (client, seq) can reach the log
+more than once. Applying entries through ``SessionTable.apply`` makes every replica take the
+same decision for each entry, because the decision depends only on the log:
+
+- the first entry with a given (client, seq) is applied and its result cached;
+- a later entry with the same (client, seq) is a duplicate: the cached result is returned
+  and the state machine is not touched;
+- a client may have many requests in flight (pipelining), so seqs can arrive out of order;
+  each session remembers which seqs of the last ``window`` it has applied. A seq that fell
+  below the window can no longer be told apart from a duplicate, so it is refused (the
+  client never has more than ``window`` requests in flight).
+- sessions expire after ``ttl_ms`` without requests, measured on the timestamps the leader
+  stamped into the log entries — never a local clock, so all replicas expire the same
+  sessions at the same log position. A request of an expired or unknown client id is not
+  re-executed blindly: an entry whose seq is > 1 for an unknown client is refused with
+  SESSION_EXPIRED; the client then starts a new session (a new id).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Generic, TypeVar
+
+R = TypeVar("R")
+
+
+class Verdict(IntEnum):
+    APPLY = 0  # new request: apply it, then record the result with ``record``
+    DUPLICATE = 1  # already applied: answer with the cached result
+    EXPIRED = 2  # the session is gone or the seq fell out of the window: refuse
+
+
+@dataclass(slots=True)
+class _Session(Generic[R]):
+    last_ts_ms: int
+    max_seq: int = 0
+    results: dict[int, R] = field(default_factory=dict)
+
+
+class SessionTable(Generic[R]):
+    """The per-client session state. Deterministic: same log in, same decisions out."""
+
+    def __init__(self, window: int = 4096, ttl_ms: int = 3_600_000, max_sessions: int = 100_000):
+        self.window = window
+        self.ttl_ms = ttl_ms
+        self.max_sessions = max_sessions
+        self._sessions: OrderedDict[str, _Session[R]] = OrderedDict()
+        self._last_sweep_ms = 0
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+    def check(self, client_id: str, seq: int, ts_ms: int) -> tuple[Verdict, R | None]:
+        """Decide what to do with a committed entry carrying (client_id, seq)."""
+        self._maybe_expire(ts_ms)
+        s = self._sessions.get(client_id)
+        if s is None:
+            if seq != 1:
+                # Unknown client with a later seq: its session expired (or was evicted), and
+                # earlier requests may have been applied. Refusing is the only safe answer.
+                return Verdict.EXPIRED, None
+            s = _Session(last_ts_ms=ts_ms)
+            self._sessions[client_id] = s
+            self._evict_if_full()
+        else:
+            self._sessions.move_to_end(client_id)
+            s.last_ts_ms = max(s.last_ts_ms, ts_ms)
+        if seq in s.results:
+            return Verdict.DUPLICATE, s.results[seq]
+        if seq <= s.max_seq - self.window:
+            return Verdict.EXPIRED, None
+        return Verdict.APPLY, None
+
+    def record(self, client_id: str, seq: int, result: R) -> None:
+        s = self._sessions.get(client_id)
+        if s is None:
+            return
+        s.results[seq] = result
+        if seq > s.max_seq:
+            s.max_seq = seq
+            floor = seq - self.window
+            if len(s.results) > self.window:
+                for old in [k for k in s.results if k <= floor]:
+                    del s.results[old]
+
+    def lookup(self, client_id: str, seq: int) -> R | None:
+        """Fast path for a leader: a retried request that was already applied."""
+        s = self._sessions.get(client_id)
+        return None if s is None else s.results.get(seq)
+
+    def _maybe_expire(self, ts_ms: int) -> None:
+        # Sweep at most every ttl/8 of log time; all replicas sweep at the same entries.
+        if ts_ms - self._last_sweep_ms < max(1, self.ttl_ms // 8):
+            return
+        self._last_sweep_ms = ts_ms
+        dead = [c for c, s in self._sessions.items() if ts_ms - s.last_ts_ms > self.ttl_ms]
+        for c in dead:
+            del self._sessions[c]
+
+    def _evict_if_full(self) -> None:
+        while len(self._sessions) > self.max_sessions:
+            self._sessions.popitem(last=False)  # least recently used session
+
+    def snapshot(self) -> dict[str, tuple[int, int, dict[int, R]]]:
+        return {c: (s.last_ts_ms, s.max_seq, dict(s.results)) for c, s in self._sessions.items()}
+
+    def restore(self, snap: dict[str, tuple[int, int, dict[int, R]]]) -> None:
+        self._sessions = OrderedDict(
+            (c, _Session(ts, mx, dict(res))) for c, (ts, mx, res) in snap.items()
+        )
