@@ -138,16 +138,31 @@ class _Entry:
     """A node of the doubly-linked event list.
 
     Call entries have ``match`` set to their return entry; return entries
-    have ``match = None``.
+    have ``match = None``.  ``rank`` is the position of the op's return
+    event in time order (the search tries candidates by increasing rank).
     """
 
-    __slots__ = ("call", "id", "match", "next", "optional", "output", "prev")
+    __slots__ = (
+        "call",
+        "id",
+        "match",
+        "next",
+        "optional",
+        "output",
+        "prev",
+        "rank",
+        "readonly",
+    )
 
-    def __init__(self, op_id: int, call: Call, output: Any, optional: bool) -> None:
+    def __init__(
+        self, op_id: int, call: Call, output: Any, optional: bool, readonly: bool = False
+    ) -> None:
         self.id = op_id
         self.call = call
         self.output = output
         self.optional = optional
+        self.readonly = readonly
+        self.rank = 0
         self.match: _Entry | None = None
         self.prev: _Entry | None = None
         self.next: _Entry | None = None
@@ -156,27 +171,32 @@ class _Entry:
 _NO_CALL = Call("", None)  # placeholder input of return entries and the head
 
 
-def _build_list(ops: list[Op]) -> _Entry:
+def _build_list(ops: list[Op], model: Model[Any]) -> _Entry:
     events: list[tuple[float, int, int, int]] = []
     for i, op in enumerate(ops):
         optional = int(op.status == "unknown")
+        if optional and model.is_readonly(Call(op.kind, op.input), UNKNOWN):
+            continue  # a query with an unknown result constrains nothing
         events.append((op.call_s, 0, 0, i))
         # Returns of optional ops go last among returns at the same instant;
-        # the "reached an optional return => success" rule relies on it.
+        # the "first return is optional => success" rule relies on it.
         events.append((op.return_s, 1, optional, i))
     events.sort()
 
     calls: dict[int, _Entry] = {}
     head = _Entry(-1, _NO_CALL, None, False)
     prev = head
-    for _, is_return, optional, i in events:
+    for rank, (_, is_return, optional, i) in enumerate(events):
         op = ops[i]
         if is_return:
             entry = _Entry(i, _NO_CALL, None, bool(optional))
             calls[i].match = entry
+            calls[i].rank = rank
         else:
+            call = Call(op.kind, op.input)
             output = UNKNOWN if op.status == "unknown" else op.output
-            entry = _Entry(i, Call(op.kind, op.input), output, op.status == "unknown")
+            readonly = model.is_readonly(call, output)
+            entry = _Entry(i, call, output, op.status == "unknown", readonly)
             calls[i] = entry
         entry.prev = prev
         prev.next = entry
@@ -207,6 +227,55 @@ def _unlift(entry: _Entry) -> None:
     entry.next.prev = entry
 
 
+def _rank(entry: _Entry) -> int:
+    return entry.rank
+
+
+def _order_rank(cands: list[_Entry], first: _Entry, state: Any, step: Any) -> list[_Entry]:
+    cands.sort(key=_rank)
+    return cands
+
+
+def _order_call(cands: list[_Entry], first: _Entry, state: Any, step: Any) -> list[_Entry]:
+    return cands
+
+
+def _enabling(cands: list[_Entry], first: _Entry, state: Any, step: Any) -> list[_Entry]:
+    x = first_call = None
+    for c in cands:
+        if c.match is first:
+            x = c
+    if x is None:
+        return cands
+    ok, _ = step(state, x.call, x.output)
+    if ok:
+        return [x] + [c for c in cands if c is not x]
+    good = []
+    rest = []
+    for c in cands:
+        if c is x:
+            rest.append(c)
+            continue
+        ok, ns = step(state, c.call, c.output)
+        if ok and step(ns, x.call, x.output)[0]:
+            good.append(c)
+        else:
+            rest.append(c)
+    return good + rest
+
+
+def _order_enabling_rank(cands: list[_Entry], first: _Entry, state: Any, step: Any) -> list[_Entry]:
+    cands.sort(key=_rank)
+    return _enabling(cands, first, state, step)
+
+
+def _order_enabling_call(cands: list[_Entry], first: _Entry, state: Any, step: Any) -> list[_Entry]:
+    return _enabling(cands, first, state, step)
+
+
+_ORDER = _order_rank
+
+
 def check(
     history: Iterable[Op],
     model: Model[Any],
@@ -225,14 +294,17 @@ def check(
     start = time.monotonic()
     deadline = None if timeout_s is None else start + timeout_s
     ops = prepare_history(history)
-    head = _build_list(ops)
+    head = _build_list(ops, model)
     step = model.step
     init = model.init()
 
     state: Any = init
     linearized = 0
     cache: set[tuple[int, Any]] = set()
-    stack: list[tuple[_Entry, Any]] = []
+    # One frame per linearized op: (its call entry, state before it, the
+    # candidate order of the node it was chosen at - None for a forced
+    # read-only choice - and the index of the next candidate to try there).
+    stack: list[tuple[_Entry, Any, list[_Entry] | None, int]] = []
     steps = 0
 
     best_depth = -1
@@ -243,7 +315,7 @@ def check(
 
     def result(verdict: Verdict, reason: str = "") -> CheckResult:
         if verdict == "ok":
-            prefix = [(e.id, s) for e, s in stack]
+            prefix = [(frame[0].id, frame[1]) for frame in stack]
             final_state, failed, pending = state, None, []
         else:
             prefix, final_state, failed, pending = (
@@ -276,53 +348,93 @@ def check(
             reason=reason,
         )
 
-    entry = head.next
-    while entry is not None:
+    order: list[_Entry] | None = None  # None: at a node not expanded yet
+    idx = 0
+    while True:
         steps += 1
         if deadline is not None and steps % _CLOCK_EVERY == 0 and time.monotonic() > deadline:
             return result("unknown", f"timeout after {timeout_s}s ({steps} search steps)")
-        match = entry.match
-        if match is not None:
-            # Call entry: try to linearize this op now.
-            ok, new_state = step(state, entry.call, entry.output)
-            if ok:
-                new_linearized = linearized | (1 << entry.id)
-                memo = (new_linearized, new_state)
+
+        if order is None:
+            # Expand a new node.  Candidates: the call entries before the
+            # first return entry.
+            cands: list[_Entry] = []
+            first = head.next
+            while first is not None and first.match is not None:
+                cands.append(first)
+                first = first.next
+            if first is None or first.optional:
+                return result("ok")  # every definite op is linearized
+
+            # Partial-order reduction: a read-only candidate that is legal
+            # now can go first without loss of generality - the only child.
+            forced = None
+            for c in cands:
+                if c.readonly and step(state, c.call, c.output)[0]:
+                    forced = c
+                    break
+            if forced is not None:
+                memo = (linearized | (1 << forced.id), state)
                 if memo not in cache:
                     cache.add(memo)
-                    stack.append((entry, state))
-                    state = new_state
-                    linearized = new_linearized
-                    _lift(entry)
-                    entry = head.next
+                    stack.append((forced, state, None, 0))
+                    linearized = memo[0]
+                    _lift(forced)
                     continue
-            entry = entry.next
+                order, idx = [], 0  # already explored: dead end
+            else:
+                # Read-only candidates are all illegal here.  Try the rest
+                # most urgent (earliest return) first, i.e. just in time.
+                order = [c for c in cands if not c.readonly]
+                order = _ORDER(order, first, state, step)
+                idx = 0
+
+        # Try the remaining children of the current node.
+        advanced = False
+        while idx < len(order):
+            c = order[idx]
+            idx += 1
+            ok, new_state = step(state, c.call, c.output)
+            if ok:
+                memo = (linearized | (1 << c.id), new_state)
+                if memo not in cache:
+                    cache.add(memo)
+                    stack.append((c, state, order, idx))
+                    state = new_state
+                    linearized = memo[0]
+                    _lift(c)
+                    advanced = True
+                    break
+        if advanced:
+            order = None
             continue
 
-        # Return entry.
-        if entry.optional:
-            # Only unknown ops are left: assume they never happened.
-            break
+        # Dead end: the op of the first return entry had to be linearized
+        # by now.  Remember the deepest such point for the report.
         depth = len(stack)
         if depth > best_depth:
             best_depth = depth
-            best_prefix = [(e.id, s) for e, s in stack]
+            best_prefix = [(frame[0].id, frame[1]) for frame in stack]
             best_state = state
-            best_failed = entry.id
             best_pending = []
-            cur = head.next
-            while cur is not None and cur is not entry:
-                if cur.match is not None and cur.id != entry.id:
-                    best_pending.append(cur.id)
-                cur = cur.next
-        if not stack:
-            return result("illegal", "no linearization exists")
-        top, state = stack.pop()
-        linearized &= ~(1 << top.id)
-        _unlift(top)
-        entry = top.next
+            walk = head.next
+            while walk is not None and walk.match is not None:
+                best_pending.append(walk.id)
+                walk = walk.next
+            assert walk is not None
+            best_failed = walk.id
+            best_pending.remove(walk.id)
 
-    return result("ok")
+        # Backtrack.  Popping a forced choice means its parent node is
+        # exhausted as well, so keep popping.
+        while True:
+            if not stack:
+                return result("illegal", "no linearization exists")
+            top, state, order, idx = stack.pop()
+            linearized &= ~(1 << top.id)
+            _unlift(top)
+            if order is not None:
+                break
 
 
 def check_partitioned(

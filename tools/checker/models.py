@@ -86,6 +86,17 @@ class Model(ABC, Generic[S]):
     @abstractmethod
     def step(self, state: S, input: Call, output: Any) -> tuple[bool, S]: ...
 
+    def is_readonly(self, input: Call, output: Any) -> bool:
+        """True if the op, in every state where it is legal with this output,
+        leaves the state unchanged (a pure query).
+
+        The checker linearizes such ops as soon as they are legal without
+        branching (a sound partial-order reduction), which keeps histories
+        with many concurrent reads tractable.  Returning ``False`` is always
+        safe, only slower.
+        """
+        return False
+
     def describe_state(self, state: S) -> str:
         return repr(state)
 
@@ -132,6 +143,9 @@ class RegisterModel(Model[Hashable]):
             return True, (new if succeeded else state)
         raise self._unsupported(input)
 
+    def is_readonly(self, input: Call, output: Any) -> bool:
+        return input.kind == "get" or (input.kind == "cas" and output is False)
+
 
 class LogModel(Model[tuple[Hashable, ...]]):
     """Replicated log with relative (1-based, gap-free) indices.
@@ -158,6 +172,9 @@ class LogModel(Model[tuple[Hashable, ...]]):
         if input.kind == "read":
             return (output is UNKNOWN or freeze(output) == state), state
         raise self._unsupported(input)
+
+    def is_readonly(self, input: Call, output: Any) -> bool:
+        return input.kind == "read"
 
     def describe_state(self, state: tuple[Hashable, ...]) -> str:
         if len(state) <= 8:

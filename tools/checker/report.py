@@ -59,7 +59,8 @@ def _timeline(ops: list[Op], width: int = 60) -> list[str]:
             for i in range(a, width):
                 row[i] = "-"
             row[a], row[width] = "|", ">"
-        lines.append(f"    {op.client + '#' + str(op.op_id):<{label_w}} {''.join(row)}")
+        label = f"{op.client}#{op.op_id}"
+        lines.append(f"    {label:<{label_w}} {''.join(row).rstrip()}  {op.kind}")
     return lines
 
 
@@ -118,6 +119,8 @@ def _format_check(result: CheckResult, max_prefix: int, max_ops: int) -> list[st
     concurrent = [op for op in ops if op is not failed and op.overlaps(failed)]
     out.append("")
     out.append(f"Ops concurrent with it ({len(concurrent)}):")
+    if not concurrent:
+        out.append("      (none)")
     for op in concurrent[:max_ops]:
         where = (
             f"linearized at #{position[id(op)] + 1}" if id(op) in position else "not linearized"
@@ -132,9 +135,15 @@ def _format_check(result: CheckResult, max_prefix: int, max_ops: int) -> list[st
         for op in pending[:max_ops]:
             out.append(f"      {op.describe()}")
 
-    shown = sorted([failed, *concurrent[: max_ops - 1]], key=lambda o: (o.call_s, o.op_id))
+    # Timeline: the failing op, what overlaps it, and the last few prefix ops.
+    shown_ids = {id(failed)} | {id(op) for op in concurrent[: max_ops - 1]}
+    shown = [failed, *concurrent[: max_ops - 1]]
+    for op in lin[-3:]:
+        if id(op) not in shown_ids:
+            shown.append(op)
+    shown.sort(key=lambda o: (o.call_s, o.op_id))
     out.append("")
-    out.append("Timeline:")
+    out.append("Timeline (failing op, ops concurrent with it, last ops of the prefix):")
     out.extend(_timeline(shown))
     return out
 

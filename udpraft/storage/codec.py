@@ -1,0 +1,153 @@
+"""Binary encodings shared by every storage backend: entries, hard state, WAL frames.
+
+How this works: an entry is one compact record, a fixed little-endian header followed by
+the two variable parts:
+
+    tag u8 (0xE1) | index u64 | term u64 | kind u8 | seq u64 | ts_ms u64
+    | client_id_len u16 | data_len u32 | client_id (UTF-8) | data
+
+Both lengths sit in the fixed header so a decode is one ``unpack_from`` and two slices.
+The tag byte versions the format and, having its high bit set, is a cheap anchor when the
+WAL scanner looks for intact records behind a damaged one (see file.py). The hard state is
+``tag u8 (0xB1) | term u64 | commit u64 | vote_len u16 | vote (UTF-8)``.
+
+A WAL frame wraps one payload: ``length u32 | crc32c(payload) u32 | payload``. A batch is
+encoded into one ``bytes`` so the file backend can hand it to a single ``os.write``.
+
+Decoders raise ``CodecError`` (a ``ValueError``) with a short reason; the caller knows the
+file and offset and turns it into a ``CorruptLogError``. Encoders raise ``ValueError`` for
+values that do not fit the format (negative numbers, a client id over 65,535 bytes, ...).
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Sequence
+
+from udpraft.core.types import Entry, EntryKind, HardState
+from udpraft.storage.crc32c import crc32c
+
+ENTRY_TAG = 0xE1
+HARD_STATE_TAG = 0xB1
+PAYLOAD_BYTES_MAX = 64 << 20  # one record; far above a UDP-carried entry (< 64 KiB)
+CLIENT_ID_BYTES_MAX = 0xFFFF  # u16 length
+
+_ENTRY_HDR = struct.Struct("<BQQBQQHI")
+ENTRY_HEADER_SIZE = _ENTRY_HDR.size  # 40
+_HS_HDR = struct.Struct("<BQQH")
+_FRAME = struct.Struct("<II")
+FRAME_HEADER_SIZE = _FRAME.size  # 8
+_KINDS = {k.value: k for k in EntryKind}
+
+
+class CodecError(ValueError):
+    """Bytes that do not decode; ``reason`` says why."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def encode_entry(e: Entry) -> bytes:
+    cid = e.client_id.encode("utf-8")
+    try:
+        hdr = _ENTRY_HDR.pack(
+            ENTRY_TAG, e.index, e.term, e.kind, e.seq, e.ts_ms, len(cid), len(e.data)
+        )
+    except struct.error as exc:
+        raise ValueError(f"entry {e.index} does not fit the log format: {exc}") from None
+    if len(e.data) + len(cid) + ENTRY_HEADER_SIZE > PAYLOAD_BYTES_MAX:
+        raise ValueError(f"entry {e.index} is larger than {PAYLOAD_BYTES_MAX} bytes")
+    return hdr + cid + e.data
+
+
+def decode_entry(buf: bytes, start: int = 0, end: int | None = None) -> Entry:
+    """Decode the entry occupying exactly ``buf[start:end]``."""
+    if end is None:
+        end = len(buf)
+    if end - start < ENTRY_HEADER_SIZE:
+        raise CodecError(f"entry record of {end - start} bytes is shorter than its header")
+    tag, index, term, kind, seq, ts_ms, cid_len, data_len = _ENTRY_HDR.unpack_from(buf, start)
+    if tag != ENTRY_TAG:
+        raise CodecError(f"unknown record tag 0x{tag:02x}")
+    if ENTRY_HEADER_SIZE + cid_len + data_len != end - start:
+        raise CodecError("entry lengths do not match the record size")
+    kind_enum = _KINDS.get(kind)
+    if kind_enum is None:
+        raise CodecError(f"unknown entry kind {kind}")
+    p = start + ENTRY_HEADER_SIZE
+    try:
+        client_id = buf[p : p + cid_len].decode("utf-8")
+    except UnicodeDecodeError:
+        raise CodecError("client id is not UTF-8") from None
+    p += cid_len
+    return Entry(index, term, buf[p : p + data_len], kind_enum, client_id, seq, ts_ms)
+
+
+def entry_index_at(buf: bytes, start: int) -> int:
+    """The index field of an entry record starting at ``start`` (no validation)."""
+    return int(_ENTRY_HDR.unpack_from(buf, start)[1])
+
+
+def encode_hard_state(hs: HardState) -> bytes:
+    vote = hs.vote.encode("utf-8")
+    try:
+        return _HS_HDR.pack(HARD_STATE_TAG, hs.term, hs.commit, len(vote)) + vote
+    except struct.error as exc:
+        raise ValueError(f"hard state does not fit the format: {exc}") from None
+
+
+def decode_hard_state(buf: bytes) -> HardState:
+    if len(buf) < _HS_HDR.size:
+        raise CodecError("hard state record is shorter than its header")
+    tag, term, commit, vote_len = _HS_HDR.unpack_from(buf, 0)
+    if tag != HARD_STATE_TAG:
+        raise CodecError(f"unknown hard state tag 0x{tag:02x}")
+    if _HS_HDR.size + vote_len != len(buf):
+        raise CodecError("hard state vote length does not match the record size")
+    try:
+        vote = buf[_HS_HDR.size :].decode("utf-8")
+    except UnicodeDecodeError:
+        raise CodecError("vote is not UTF-8") from None
+    return HardState(term=term, vote=vote, commit=commit)
+
+
+def frame(payload: bytes) -> bytes:
+    """``length | crc32c | payload``."""
+    return _FRAME.pack(len(payload), crc32c(payload)) + payload
+
+
+def encode_frames(entries: Sequence[Entry]) -> tuple[bytes, list[int]]:
+    """One buffer holding a frame per entry, and each frame's offset inside it."""
+    parts: list[bytes] = []
+    offsets: list[int] = []
+    pos = 0
+    pack = _FRAME.pack
+    for e in entries:
+        payload = encode_entry(e)
+        parts.append(pack(len(payload), crc32c(payload)))
+        parts.append(payload)
+        offsets.append(pos)
+        pos += FRAME_HEADER_SIZE + len(payload)
+    return b"".join(parts), offsets
+
+
+def check_frame(buf: bytes, pos: int, min_payload: int = 1) -> int:
+    """Validate the frame at ``pos``; return the offset just past it.
+
+    Raises ``CodecError`` if the header is cut off, the length is out of bounds or runs
+    past the end of ``buf``, or the CRC does not match.
+    """
+    n = len(buf)
+    if n - pos < FRAME_HEADER_SIZE:
+        raise CodecError(f"frame header cut off ({n - pos} of {FRAME_HEADER_SIZE} bytes)")
+    length, crc = _FRAME.unpack_from(buf, pos)
+    if length < min_payload or length > PAYLOAD_BYTES_MAX:
+        raise CodecError(f"frame length {length} out of bounds")
+    start = pos + FRAME_HEADER_SIZE
+    end: int = start + length
+    if end > n:
+        raise CodecError(f"frame of {length} bytes cut off at {n - start}")
+    if crc32c(memoryview(buf)[start:end]) != crc:
+        raise CodecError("crc mismatch")
+    return end

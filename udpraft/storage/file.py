@@ -1,0 +1,432 @@
+"""``FileLogStore``: the Raft log as append-only segment files (a write-ahead log).
+
+How this works.
+
+Layout of the directory::
+
+    LOCK                                  flock'ed while open: one process per log
+    hardstate.bin                         term/vote/commit, two alternating slots
+    wal-00000000000000000001.log          segments, named by the index of their first
+    wal-00000000000000004097.log          entry; the last one is the active segment
+
+Each segment is a run of frames ``length u32 | crc32c u32 | entry record`` (codec.py),
+holding entries with consecutive indexes. A batch is encoded into one buffer and written
+with one ``os.write`` to the active segment (opened ``O_APPEND``); ``sync`` is one
+``fdatasync`` of that segment, plus one for the hard state if it changed: group commit.
+Before each batch, a full active segment (``segment_bytes_max``) is fdatasynced and a new
+one started (directory fsynced), so only the last segment can ever hold unsynced bytes.
+
+In memory we keep, per segment, the byte offset of every entry's frame. A conflict
+truncation (Raft §5.3) unlinks the segments after the one holding the first conflicting
+index, cuts that segment at the entry's offset with ``ftruncate``, and makes both durable
+*before* the new entries are written. Otherwise a crash could leave new entries followed by
+the old suffix on disk, a log that never existed, and this node would wrongly acknowledge
+entries it does not hold.
+
+Recovery scans segments in order and checks every frame's CRC, that its record decodes,
+that indexes run on by one within and across segments (file names included). A damaged
+frame in the last segment is a torn write from a crash only if no intact record follows
+it: then the tail is cut off (``ftruncate`` + ``fdatasync``) and a warning names the file
+and offset. A damaged frame anywhere else, or one followed by an intact record, raises
+``CorruptLogError`` with the file and offset: it is the disk, not a crash, and recovery
+must not quietly drop synced entries. Nor may a "torn tail" reach back to an entry at or
+below the durable hard state's commit index: ``sync`` makes the log durable before the hard
+state, so such entries were synced and cutting them would be data loss, not repair. The search for a following intact record looks for
+the entry tag byte (0xE1) and checks a frame just before each hit, so it runs at
+``bytes.find`` speed. The price: a crash whose unsynced pages reach the disk out of order
+(a hole, then a good record) is reported as corruption, not repaired.
+
+``compact(i)`` unlinks whole segments whose entries are all ``<= i``, oldest first; the
+first index of the log is the name of its first segment.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+from array import array
+from bisect import bisect_right
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from udpraft.core.types import EMPTY_HARD_STATE, Entry, HardState
+from udpraft.storage._fs import fdatasync, fsync_dir, lock_file, make_dirs
+from udpraft.storage.base import CorruptLogError, StorageError, check_append, clamp_compact
+from udpraft.storage.codec import (
+    ENTRY_HEADER_SIZE,
+    ENTRY_TAG,
+    FRAME_HEADER_SIZE,
+    CodecError,
+    check_frame,
+    decode_entry,
+    encode_frames,
+    entry_index_at,
+)
+from udpraft.storage.hardstate import HARD_STATE_NAME, HardStateFile
+
+log = logging.getLogger(__name__)
+
+SEGMENT_BYTES_MAX = 64 << 20
+LOCK_NAME = "LOCK"
+_SEGMENT_RE = re.compile(r"^wal-(\d{20})\.log$")
+_TAG = bytes([ENTRY_TAG])
+
+
+def segment_name(first_index: int) -> str:
+    return f"wal-{first_index:020d}.log"
+
+
+@dataclass(slots=True)
+class _Segment:
+    first_index: int
+    path: str
+    offsets: array[int]  # byte offset of each entry's frame
+    size: int  # bytes written (may be unsynced in the last segment)
+
+    @property
+    def last_index(self) -> int:
+        return self.first_index + len(self.offsets) - 1
+
+
+@dataclass(slots=True)
+class _Scan:
+    entries: list[Entry]
+    offsets: array[int]
+    end: int  # offset just past the last good frame
+    damage: str | None  # why the scan stopped early (torn tail), else None
+
+
+def _find_intact_record(buf: bytes, after: int, min_index: int) -> int | None:
+    """Offset of an intact entry frame starting after ``after`` with index >= min_index."""
+    i = buf.find(_TAG, after + 1 + FRAME_HEADER_SIZE)
+    while i != -1:
+        cand = i - FRAME_HEADER_SIZE
+        try:
+            check_frame(buf, cand, ENTRY_HEADER_SIZE)
+        except CodecError:
+            pass
+        else:
+            if entry_index_at(buf, i) >= min_index:
+                return cand
+        i = buf.find(_TAG, i + 1)
+    return None
+
+
+def scan_segment(path: str, buf: bytes, first_index: int, allow_torn_tail: bool) -> _Scan:
+    """Decode every frame of one segment; see the module comment for the damage rules."""
+    entries: list[Entry] = []
+    offsets: array[int] = array("Q")
+    expected = first_index
+    pos = 0
+    n = len(buf)
+    while pos < n:
+        try:
+            end = check_frame(buf, pos, ENTRY_HEADER_SIZE)
+        except CodecError as exc:
+            if not allow_torn_tail:
+                raise CorruptLogError(path, pos, exc.reason) from None
+            intact = _find_intact_record(buf, pos, expected)
+            if intact is not None:
+                raise CorruptLogError(
+                    path, pos, f"{exc.reason}, yet an intact record follows at offset {intact}"
+                ) from None
+            return _Scan(entries, offsets, pos, exc.reason)
+        try:
+            entry = decode_entry(buf, pos + FRAME_HEADER_SIZE, end)
+        except CodecError as exc:  # the CRC matched, so this was written like this
+            raise CorruptLogError(path, pos, exc.reason) from None
+        if entry.index != expected:
+            raise CorruptLogError(path, pos, f"entry index {entry.index}, expected {expected}")
+        entries.append(entry)
+        offsets.append(pos)
+        expected += 1
+        pos = end
+    return _Scan(entries, offsets, pos, None)
+
+
+def _read_file(path: str, size: int | None = None) -> bytes:
+    with open(path, "rb") as f:
+        return f.read() if size is None else f.read(size)
+
+
+class FileLogStore:
+    """Segmented write-ahead log in ``dir_path`` (created if missing)."""
+
+    def __init__(self, dir_path: str, *, segment_bytes_max: int = SEGMENT_BYTES_MAX) -> None:
+        if segment_bytes_max <= 0:
+            raise ValueError("segment_bytes_max must be positive")
+        self._dir = os.path.abspath(dir_path)
+        self._segment_bytes_max = segment_bytes_max
+        make_dirs(self._dir)
+        self._lock_fd = lock_file(os.path.join(self._dir, LOCK_NAME), f"log directory {self._dir}")
+        self._fd = -1  # the active (last) segment, O_APPEND
+        self._hs_file: HardStateFile | None = None
+        self._closed = False
+        self._failed: BaseException | None = None
+        self._dirty = False  # bytes written to the active segment since its last fdatasync
+        self._hs_pending: HardState | None = None
+        self._hs = EMPTY_HARD_STATE
+        self._segments: list[_Segment] = []
+        self._recovered: list[Entry] | None = None  # handed out by the first load()
+        try:
+            self._open()
+        except BaseException:
+            self._release()
+            raise
+
+    # -- opening and recovery ------------------------------------------------------------
+
+    def _segment_files(self) -> list[tuple[int, str]]:
+        found = []
+        for name in os.listdir(self._dir):
+            m = _SEGMENT_RE.match(name)
+            if m:
+                found.append((int(m.group(1)), os.path.join(self._dir, name)))
+        return sorted(found)
+
+    def _open(self) -> None:
+        hs_path = os.path.join(self._dir, HARD_STATE_NAME)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(hs_path + ".tmp")  # an interrupted creation; the rename never happened
+        files = self._segment_files()
+        if files and not os.path.exists(hs_path):
+            raise CorruptLogError(hs_path, 0, "hard state file missing while segments exist")
+        self._hs_file = HardStateFile(hs_path)
+        self._hs = self._hs_file.hard_state
+        if not files:
+            if self._hs.commit > 0:
+                raise CorruptLogError(
+                    hs_path, 0, f"hard state has commit {self._hs.commit} but no log segment exists"
+                )
+            path = os.path.join(self._dir, segment_name(1))
+            self._segments = [_Segment(1, path, array("Q"), 0)]
+            self._recovered = []
+            self._fd = self._open_segment(path, create=True)
+            return
+        self._segments, self._recovered = self._recover(files)
+        self._fd = self._open_segment(self._segments[-1].path, create=False)
+
+    def _recover(self, files: list[tuple[int, str]]) -> tuple[list[_Segment], list[Entry]]:
+        segments: list[_Segment] = []
+        entries: list[Entry] = []
+        for i, (first, path) in enumerate(files):
+            if first < 1:
+                raise CorruptLogError(path, 0, "segment named for index 0")
+            if segments and first != segments[-1].last_index + 1:
+                raise CorruptLogError(
+                    path,
+                    0,
+                    f"segment starts at index {first}, expected {segments[-1].last_index + 1}"
+                    " (a segment is missing or stray)",
+                )
+            last = i == len(files) - 1
+            scan = scan_segment(path, _read_file(path), first, allow_torn_tail=last)
+            if scan.damage is not None:
+                kept = first + len(scan.offsets) - 1
+                if kept < self._hs.commit:
+                    # sync() makes the log durable before the hard state, so entries up to a
+                    # durable commit index were synced: losing them is not a torn write.
+                    raise CorruptLogError(
+                        path,
+                        scan.end,
+                        f"{scan.damage}; entries up to commit {self._hs.commit} were synced,"
+                        f" but the log ends at {kept} here",
+                    )
+                log.warning(
+                    "log file %s: torn write at byte offset %d (%s); truncating %d bytes"
+                    " after entry %d",
+                    path,
+                    scan.end,
+                    scan.damage,
+                    os.path.getsize(path) - scan.end,
+                    kept,
+                )
+                self._truncate_file(path, scan.end)
+            segments.append(_Segment(first, path, scan.offsets, scan.end))
+            entries.extend(scan.entries)
+        return segments, entries
+
+    @staticmethod
+    def _truncate_file(path: str, size: int) -> None:
+        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            os.ftruncate(fd, size)
+            fdatasync(fd)
+        finally:
+            os.close(fd)
+
+    def _open_segment(self, path: str, *, create: bool) -> int:
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC
+        if create:
+            flags |= os.O_CREAT | os.O_EXCL
+        fd = os.open(path, flags, 0o644)
+        if create:
+            fsync_dir(self._dir)
+        return fd
+
+    # -- LogStore --------------------------------------------------------------------------
+
+    def _check(self) -> None:
+        if self._closed:
+            raise StorageError(f"log store {self._dir} is closed")
+        if self._failed is not None:
+            raise StorageError(f"log store {self._dir} failed earlier: {self._failed!r}")
+
+    def load(self) -> tuple[HardState, list[Entry]]:
+        self._check()
+        if self._recovered is not None:
+            entries, self._recovered = self._recovered, None
+            return self._hs, entries
+        entries = []
+        for seg in self._segments:  # re-read what we wrote; any damage now is corruption
+            buf = _read_file(seg.path, seg.size)
+            scan = scan_segment(seg.path, buf, seg.first_index, allow_torn_tail=False)
+            if len(scan.offsets) != len(seg.offsets):
+                raise CorruptLogError(seg.path, scan.end, "segment shorter than written")
+            entries.extend(scan.entries)
+        return self._hs, entries
+
+    def first_index(self) -> int:
+        return self._segments[0].first_index
+
+    def last_index(self) -> int:
+        return self._segments[-1].last_index
+
+    def append(self, entries: Sequence[Entry]) -> None:
+        self._check()
+        if not entries:
+            return
+        check_append(self.first_index(), self.last_index(), entries)
+        self._recovered = None
+        buf, rel = encode_frames(entries)  # before any change: a bad entry changes nothing
+        try:
+            if entries[0].index <= self.last_index():
+                self._truncate_from(entries[0].index)
+            active = self._segments[-1]
+            if active.size >= self._segment_bytes_max and active.offsets:
+                self._roll()
+                active = self._segments[-1]
+            self._write_all(buf)
+        except OSError as exc:
+            # Crash-only: what is on disk no longer matches our offsets. Refuse further use.
+            self._failed = exc
+            raise StorageError(f"log store {self._dir}: write failed: {exc}") from exc
+        base = active.size
+        active.offsets.extend([base + r for r in rel])
+        active.size = base + len(buf)
+        self._dirty = True
+
+    def _write_all(self, buf: bytes) -> None:
+        view = memoryview(buf)
+        while view:
+            n = os.write(self._fd, view)
+            view = view[n:]
+
+    def _truncate_from(self, index: int) -> None:
+        """Durably drop entries ``>= index`` (Raft §5.3 conflict), before new writes."""
+        k = bisect_right([s.first_index for s in self._segments], index) - 1
+        if k < len(self._segments) - 1:
+            os.close(self._fd)
+            self._fd = -1
+            for seg in reversed(self._segments[k + 1 :]):  # newest first: a prefix remains
+                os.unlink(seg.path)
+                fsync_dir(self._dir)
+            del self._segments[k + 1 :]
+            self._fd = self._open_segment(self._segments[k].path, create=False)
+        seg = self._segments[k]
+        cut = index - seg.first_index
+        off = seg.offsets[cut]
+        os.ftruncate(self._fd, off)
+        fdatasync(self._fd)
+        del seg.offsets[cut:]
+        seg.size = off
+        self._dirty = False
+
+    def _roll(self) -> None:
+        """Seal the active segment (durably) and start the next one."""
+        fdatasync(self._fd)
+        self._dirty = False
+        first = self.last_index() + 1
+        path = os.path.join(self._dir, segment_name(first))
+        fd = self._open_segment(path, create=True)
+        os.close(self._fd)
+        self._fd = fd
+        self._segments.append(_Segment(first, path, array("Q"), 0))
+
+    def set_hard_state(self, hs: HardState) -> None:
+        self._check()
+        if hs != self._hs:
+            self._hs = hs
+            self._hs_pending = hs
+
+    def sync(self) -> None:
+        self._check()
+        try:
+            # Log first: the hard state's commit must never point past the durable log.
+            if self._dirty:
+                fdatasync(self._fd)
+                self._dirty = False
+            if self._hs_pending is not None:
+                assert self._hs_file is not None
+                self._hs_file.write(self._hs_pending)
+                self._hs_pending = None
+        except OSError as exc:
+            # A failed fsync must not be retried as if nothing happened (pages may be lost).
+            self._failed = exc
+            raise StorageError(f"log store {self._dir}: sync failed: {exc}") from exc
+
+    def compact(self, upto_index: int) -> None:
+        self._check()
+        upto = clamp_compact(self.first_index(), self.last_index(), upto_index)
+        if upto < self.first_index():
+            return
+        self._recovered = None
+        try:
+            if upto >= self.last_index() and self._segments[-1].offsets:
+                self._roll()  # an empty active segment now carries the first index
+            while len(self._segments) > 1 and self._segments[0].last_index <= upto:
+                os.unlink(self._segments[0].path)  # oldest first: a suffix remains
+                fsync_dir(self._dir)
+                del self._segments[0]
+        except OSError as exc:
+            self._failed = exc
+            raise StorageError(f"log store {self._dir}: compaction failed: {exc}") from exc
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        try:
+            if self._failed is None:
+                self.sync()
+        finally:
+            self._closed = True
+            self._release()
+
+    def _release(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+        if self._hs_file is not None:
+            self._hs_file.close()
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)
+            self._lock_fd = -1
+
+    # -- introspection for tools and tests ---------------------------------------------------
+
+    @property
+    def dir_path(self) -> str:
+        return self._dir
+
+    def segment_paths(self) -> list[str]:
+        return [s.path for s in self._segments]
+
+    def entry_offset(self, index: int) -> tuple[str, int]:
+        """The segment file and byte offset of entry ``index``'s frame."""
+        if not self.first_index() <= index <= self.last_index():
+            raise IndexError(f"entry {index} not in {self.first_index()}..{self.last_index()}")
+        k = bisect_right([s.first_index for s in self._segments], index) - 1
+        seg = self._segments[k]
+        return seg.path, seg.offsets[index - seg.first_index]
