@@ -11,13 +11,16 @@ from collections.abc import Callable
 
 import pytest
 
+from tests.sim.test_lab_scenarios import make, one
 from udpraft.core import raft as raft_mod
 from udpraft.core.log import RaftLog
 from udpraft.core.messages import AppendEntries, AppendResp, RequestVote, RequestVoteResp
 from udpraft.core.raft import RaftNode
 from udpraft.core.readonly import PendingRead
+from udpraft.core.ready import Config, Role
 from udpraft.core.types import Entry, HardState
 from udpraft.sim.cluster import SimNode
+from udpraft.sim.invariants import InvariantViolation
 from udpraft.sim.run import run_seed
 
 
@@ -92,19 +95,22 @@ def _forget_vote(self: SimNode, rd: object, n_entries: int | None = None) -> Non
 
 _orig_persist = SimNode.persist
 
+# Bugs a random seed sweep finds. Two classic ones are too rare for a random sweep with this
+# core's no-op-on-election and term-wise probing — committing a previous-term entry by
+# counting (Figure 8) and a follower committing past what the append covered — so they are
+# pinned by deterministic unit tests (tests/unit/test_raft_*.py) instead; the lost vote is
+# pinned by the scripted scenario below.
 MUTANTS: dict[str, tuple[object, str, Callable[..., object], range, int]] = {
-    "figure8_commit_old_term": (RaftNode, "_maybe_commit", _commit_any_term, range(1, 400), 5),
-    "truncate_on_stale_append": (RaftLog, "maybe_append", _truncate_always, range(1, 400), 5),
-    "follower_commit_last_index": (
-        RaftNode,
-        "_on_append",
-        _commit_to_last_index,
-        range(1, 400),
+    "truncate_on_stale_append": (RaftLog, "maybe_append", _truncate_always, range(1, 200), 5),
+    "vote_twice_in_a_term": (RaftNode, "_on_request_vote", _vote_twice, range(1, 200), 5),
+    "stale_read_without_quorum": (RaftNode, "_leader_read", _read_without_quorum, range(1, 200), 5),
+    "ack_before_persist": (
+        raft_mod,
+        "_AFTER_PERSIST",
+        (RequestVote, RequestVoteResp),  # type: ignore[dict-item]
+        range(1, 200),
         5,
     ),
-    "vote_twice_in_a_term": (RaftNode, "_on_request_vote", _vote_twice, range(1, 400), 5),
-    "stale_read_without_quorum": (RaftNode, "_leader_read", _read_without_quorum, range(1, 400), 5),
-    "vote_not_persisted": (SimNode, "persist", _forget_vote, range(1, 600), 3),
 }
 
 
@@ -114,3 +120,38 @@ def test_simulator_catches_planted_bug(name: str, monkeypatch: pytest.MonkeyPatc
     monkeypatch.setattr(target, attr, fn)
     found = first_failure(seeds, nodes)
     assert found is not None, f"simulator did not catch planted bug {name!r} in {len(seeds)} seeds"
+
+
+def _split_brain_after_lost_vote() -> None:
+    """n3 votes for n1, crashes right after, then is asked by n2 in the same term."""
+    c = make(3, raft=Config(election_ticks=10, heartbeat_ticks=2, pre_vote=False))
+    c.run_for(500)
+    one(c, b"base", 3)
+    c.run_for(100)
+    for i in c.ids:
+        c.isolate(i)
+    c.run_for(5)
+    term = max(c.raft(i).term for i in c.ids)
+    c.net.blocked -= {("n1", "n3"), ("n3", "n1")}
+    c.raft("n1").term = term  # line both candidates up on the same next term
+    c.raft("n2").term = term
+    c.raft("n1").campaign()
+    c._process(c.nodes["n1"])
+    assert c.wait_for(lambda: c.raft("n1").role == Role.LEADER, 500)
+    c.crash("n3")  # before n1's first append reaches it
+    c.restart("n3")
+    c.isolate("n1")
+    c.net.blocked -= {("n2", "n3"), ("n3", "n2")}
+    c.raft("n2").campaign()
+    c._process(c.nodes["n2"])
+    c.run_for(300)
+
+
+def test_vote_survives_a_crash() -> None:
+    _split_brain_after_lost_vote()  # invariants raise on two leaders in one term
+
+
+def test_simulator_catches_a_lost_vote(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(SimNode, "persist", _forget_vote)
+    with pytest.raises(InvariantViolation, match="two leaders in term"):
+        _split_brain_after_lost_vote()

@@ -623,6 +623,18 @@ def test_votes_from_an_old_election_are_ignored() -> None:
     assert n.role == Role.LEADER
 
 
+def test_late_grants_do_not_make_a_stepped_down_candidate_leader() -> None:
+    n = make_node("n1", IDS5, term=1, pre_vote=False)
+    n.campaign()
+    drain(n)
+    n.step(RequestVoteResp("n2", "n1", 2, True))
+    n.step(AppendEntries("n3", "n1", 2, 0, 0, (), 0))  # n3 won term 2
+    assert n.role == Role.FOLLOWER
+    for src in ("n2", "n4", "n5"):
+        n.step(RequestVoteResp(src, "n1", 2, True))
+    assert n.role == Role.FOLLOWER and n.leader == "n3"
+
+
 def test_pre_vote_grants_for_another_term_are_ignored() -> None:
     n = make_node("n1", term=3)
     n.campaign()  # pre-vote for term 4

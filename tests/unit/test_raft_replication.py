@@ -375,6 +375,26 @@ def test_late_rejection_never_moves_next_below_match_plus_one() -> None:
     assert all(a.prev_index >= last for a in of_type(drain_msgs(n), AppendEntries))
 
 
+def test_duplicated_rejection_hinting_below_match_keeps_next_above_match() -> None:
+    # n2 rejected a probe at prev=6 hinting index 2; the leader then got an ack for index 3
+    # (one entry per message). Now the network delivers that rejection again: it concerns an
+    # index above match, so the leader probes again, but never from below match + 1.
+    n = make_leader("n1", term=2, log_terms=[1, 1, 2, 2, 2, 2], max_msg_bytes=1)
+    pr = n.progress["n2"]
+    rej = AppendResp("n2", "n1", n.term, False, 6, 2, 1)
+    n.step(rej)
+    assert pr.next == 3
+    (probe,) = [a for a in of_type(drain_msgs(n), AppendEntries) if a.dst == "n2"]
+    assert (probe.prev_index, [e.index for e in probe.entries]) == (2, [3])
+    n.step(AppendResp("n2", "n1", n.term, True, 3))
+    assert pr.state == ProgressState.REPLICATE and pr.match == 3
+    drain(n)
+    n.step(rej)
+    assert pr.match == 3 and pr.next == 4
+    sent = [a for a in of_type(drain_msgs(n), AppendEntries) if a.dst == "n2"]
+    assert [a.prev_index for a in sent] == [3]
+
+
 def test_match_never_decreases_on_reordered_acks() -> None:
     n = replicating_leader(IDS3)
     for i in range(4):

@@ -75,10 +75,10 @@ def test_window_of_remembered_seqs(applied: Any, probe: int, expected: Verdict) 
 
 
 def test_window_memory_is_bounded() -> None:
-    t: SessionTable[int] = SessionTable(window=8)
+    t: SessionTable[str] = SessionTable(window=8)
     run(t, [("c", s, 0) for s in range(1, 1000)])
-    (_, max_seq, results) = t.snapshot()["c"]
-    assert max_seq == 999 and len(results) <= 8 + 1
+    remembered = [s for s in range(1, 1000) if t.lookup("c", s) is not None]
+    assert remembered[-1] == 999 and len(remembered) <= 8 + 1
 
 
 TTL = 1000
@@ -187,19 +187,16 @@ def test_snapshot_is_a_copy() -> None:
     t: SessionTable[str] = SessionTable()
     run(t, [("c", 1, 0)])
     snap = t.snapshot()
-    run(t, [("c", 2, 0)])
-    assert 2 not in snap["c"][2]
+    run(t, [("c", 2, 0)])  # the original moves on...
     u: SessionTable[str] = SessionTable()
     u.restore(snap)
-    run(u, [("c", 3, 0)])
-    assert 3 not in snap["c"][2]
+    assert u.lookup("c", 1) == "c:1" and u.lookup("c", 2) is None  # ...the snapshot did not
+    run(u, [("c", 3, 0)])  # and a restored table does not write through into the snapshot
+    w: SessionTable[str] = SessionTable()
+    w.restore(snap)
+    assert w.lookup("c", 3) is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: sessions.py snapshot()/restore() drop _last_sweep_ms, so a replica restored "
-    "from a snapshot sweeps expired sessions at different log entries than the others",
-)
 def test_restored_replica_decides_like_the_original() -> None:
     ttl = 800  # sweeps at most every 100 ms of log time
     original: SessionTable[str] = SessionTable(ttl_ms=ttl)

@@ -8,23 +8,31 @@ tie calls come first, so ops that touch at an instant count as concurrent)
 and threaded into a doubly-linked list; each call entry points at its
 matching return entry.
 
-The search walks the list from the head.  The ops whose call entries come
-before the first return entry are exactly the ops that may be linearized
-next ("minimal" ops): linearizing any other op would put it after an op
-that already returned before it was called.
+A search node is (set of linearized ops, model state); the linearized ops'
+entries are *lifted* out of the list.  The ops whose call entries come
+before the first return entry of the list are exactly the ops that may be
+linearized next (the "minimal" ops): any other op was called after some
+pending op had already returned.  The search is a depth-first search:
 
-* At a call entry, try to linearize its op: run ``model.step`` on the
-  current state.  If the step is legal and the pair (bitset of linearized
-  ops, new state) has not been seen before, push (entry, old state) on a
-  stack, *lift* the op's call and return entries out of the list (O(1)
-  thanks to the links) and restart from the head.  Otherwise go on to the
-  next entry.
-* At a return entry, the op it belongs to had to be linearized before now,
-  but no candidate before it worked: backtrack - pop the last linearized op,
-  restore the state, *unlift* its entries (they go back exactly where they
-  were) and continue with the entry after its call, i.e. try the next
-  alternative.  An empty stack means no linearization exists: ``illegal``.
-* When the list is empty every op is linearized: ``ok``.
+* expand a node: collect the candidates; try them one by one, in call
+  order (as Porcupine) or in the order the model hints
+  (``Model.order_hint``); the first one whose ``model.step`` is legal and
+  whose resulting (set, state) pair is new becomes the next node: push
+  (op, old state, position among the candidates) on a stack and lift the
+  op's two entries out of the list (O(1) thanks to the links);
+* when no candidate works, the node is a dead end - the op of the first
+  return entry had to take effect before it returned, and could not;
+  backtrack: pop the last op, restore the state, *unlift* its entries (they
+  go back exactly where they were, links undone in reverse order) and try
+  the next candidate of that node.  An empty stack means no linearization
+  exists: ``illegal``;
+* when no definite op is left in the list the history is ``ok``.
+
+Partial-order reduction: if a candidate is a pure query
+(``Model.is_readonly``, e.g. a ``get``) and legal in the current state, it
+can be linearized first without loss of generality (moving it to the front
+of any valid continuation keeps that continuation valid), so it is the only
+child explored.  This removes the factorial blow-up of concurrent reads.
 
 Memoization (Lowe): two search nodes with the same set of linearized ops and
 the same model state have identical futures, so a pair seen once is never
@@ -32,20 +40,24 @@ expanded again.  The set is a Python ``int`` bitset.
 
 Ops with unknown outcome (client timeouts) have their return event at +inf,
 so they can be linearized anywhere after their call.  They are also
-*optional*: their returns sort after all others, so reaching one means
-every definite op has been linearized and the remaining unknown ops are
-taken to have never happened - the history is ``ok``.
+*optional*: their returns sort after all others, so once the first return
+entry left in the list is an unknown op's, every definite op has been
+linearized and the remaining unknown ops are taken to have never happened -
+the history is ``ok``.  Unknown pure queries constrain nothing and are
+dropped up front.
 
 P-compositionality: linearizability is local, so a history over independent
 keys is linearizable iff each per-key sub-history is;
 :func:`check_partitioned` checks keys one at a time, which turns one
 exponential search into several much smaller ones.
 
-The search is exponential in the worst case; ``timeout_s`` bounds it and
-yields the verdict ``unknown``.  For diagnostics the checker remembers the
-deepest point it reached: the longest linearizable prefix, the op whose
-return event stopped it there, and the ops that were candidates at that
-point.
+The search is exponential in the worst case (e.g. one key written blindly
+by ~30 concurrent clients, or many pending unknown writes); ``timeout_s``
+bounds it and yields the verdict ``unknown``.  Keep per-key concurrency
+modest and spread load over many keys, as Jepsen does.  For diagnostics the
+checker remembers the deepest dead end it reached: the longest linearizable
+prefix, the op whose return event stopped it there, and the ops that were
+candidates at that point.
 """
 
 from __future__ import annotations
@@ -138,31 +150,36 @@ class _Entry:
     """A node of the doubly-linked event list.
 
     Call entries have ``match`` set to their return entry; return entries
-    have ``match = None``.  ``rank`` is the position of the op's return
-    event in time order (the search tries candidates by increasing rank).
+    have ``match = None``.
     """
 
     __slots__ = (
         "call",
+        "hint",
         "id",
         "match",
         "next",
         "optional",
         "output",
         "prev",
-        "rank",
         "readonly",
     )
 
     def __init__(
-        self, op_id: int, call: Call, output: Any, optional: bool, readonly: bool = False
+        self,
+        op_id: int,
+        call: Call,
+        output: Any,
+        optional: bool,
+        readonly: bool = False,
+        hint: float = 0.0,
     ) -> None:
         self.id = op_id
         self.call = call
         self.output = output
         self.optional = optional
         self.readonly = readonly
-        self.rank = 0
+        self.hint = hint
         self.match: _Entry | None = None
         self.prev: _Entry | None = None
         self.next: _Entry | None = None
@@ -186,17 +203,17 @@ def _build_list(ops: list[Op], model: Model[Any]) -> _Entry:
     calls: dict[int, _Entry] = {}
     head = _Entry(-1, _NO_CALL, None, False)
     prev = head
-    for rank, (_, is_return, optional, i) in enumerate(events):
+    for _, is_return, optional, i in events:
         op = ops[i]
         if is_return:
             entry = _Entry(i, _NO_CALL, None, bool(optional))
             calls[i].match = entry
-            calls[i].rank = rank
         else:
             call = Call(op.kind, op.input)
             output = UNKNOWN if op.status == "unknown" else op.output
             readonly = model.is_readonly(call, output)
-            entry = _Entry(i, call, output, op.status == "unknown", readonly)
+            hint = model.order_hint(call, output)
+            entry = _Entry(i, call, output, op.status == "unknown", readonly, hint)
             calls[i] = entry
         entry.prev = prev
         prev.next = entry
@@ -227,53 +244,8 @@ def _unlift(entry: _Entry) -> None:
     entry.next.prev = entry
 
 
-def _rank(entry: _Entry) -> int:
-    return entry.rank
-
-
-def _order_rank(cands: list[_Entry], first: _Entry, state: Any, step: Any) -> list[_Entry]:
-    cands.sort(key=_rank)
-    return cands
-
-
-def _order_call(cands: list[_Entry], first: _Entry, state: Any, step: Any) -> list[_Entry]:
-    return cands
-
-
-def _enabling(cands: list[_Entry], first: _Entry, state: Any, step: Any) -> list[_Entry]:
-    x = first_call = None
-    for c in cands:
-        if c.match is first:
-            x = c
-    if x is None:
-        return cands
-    ok, _ = step(state, x.call, x.output)
-    if ok:
-        return [x] + [c for c in cands if c is not x]
-    good = []
-    rest = []
-    for c in cands:
-        if c is x:
-            rest.append(c)
-            continue
-        ok, ns = step(state, c.call, c.output)
-        if ok and step(ns, x.call, x.output)[0]:
-            good.append(c)
-        else:
-            rest.append(c)
-    return good + rest
-
-
-def _order_enabling_rank(cands: list[_Entry], first: _Entry, state: Any, step: Any) -> list[_Entry]:
-    cands.sort(key=_rank)
-    return _enabling(cands, first, state, step)
-
-
-def _order_enabling_call(cands: list[_Entry], first: _Entry, state: Any, step: Any) -> list[_Entry]:
-    return _enabling(cands, first, state, step)
-
-
-_ORDER = _order_rank
+def _hint(entry: _Entry) -> float:
+    return entry.hint
 
 
 def check(
@@ -297,6 +269,7 @@ def check(
     head = _build_list(ops, model)
     step = model.step
     init = model.init()
+    hinted = type(model).order_hint is not Model.order_hint
 
     state: Any = init
     linearized = 0
@@ -383,10 +356,11 @@ def check(
                     continue
                 order, idx = [], 0  # already explored: dead end
             else:
-                # Read-only candidates are all illegal here.  Try the rest
-                # most urgent (earliest return) first, i.e. just in time.
+                # Read-only candidates are all illegal here.  Try the others
+                # in call order, or in the model's preferred order.
                 order = [c for c in cands if not c.readonly]
-                order = _ORDER(order, first, state, step)
+                if hinted:
+                    order.sort(key=_hint)  # stable: ties stay in call order
                 idx = 0
 
         # Try the remaining children of the current node.
@@ -481,3 +455,4 @@ def check_partitioned(
         "illegal" if "illegal" in verdicts else "unknown" if "unknown" in verdicts else "ok"
     )
     return PartitionedResult(verdict, results, time.monotonic() - start)
+

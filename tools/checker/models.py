@@ -33,6 +33,7 @@ Models provided:
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Hashable
 from typing import Any, Final, Generic, NamedTuple, TypeVar
@@ -96,6 +97,15 @@ class Model(ABC, Generic[S]):
         safe, only slower.
         """
         return False
+
+    def order_hint(self, input: Call, output: Any) -> float:
+        """Search-order hint: among the ops that may be linearized next, the
+        checker tries those with smaller hints first (then call order).
+
+        It never changes a verdict, only how fast a linearization is found.
+        The default (no hint) gives Porcupine's order, by call time.
+        """
+        return 0.0
 
     def describe_state(self, state: S) -> str:
         return repr(state)
@@ -176,6 +186,9 @@ class LogModel(Model[tuple[Hashable, ...]]):
     def is_readonly(self, input: Call, output: Any) -> bool:
         return input.kind == "read"
 
+    def order_hint(self, input: Call, output: Any) -> float:
+        return _index_hint(output)
+
     def describe_state(self, state: tuple[Hashable, ...]) -> str:
         if len(state) <= 8:
             return f"log{list(state)!r}"
@@ -208,5 +221,15 @@ class AbsoluteLogModel(Model[int]):
             return False, state
         return True, output
 
+    def order_hint(self, input: Call, output: Any) -> float:
+        return _index_hint(output)
+
     def describe_state(self, state: int) -> str:
         return f"last_index={state}"
+
+
+def _index_hint(output: Any) -> float:
+    """Submits are linearized in index order; unknown ones last."""
+    if isinstance(output, int) and not isinstance(output, bool):
+        return float(output)
+    return math.inf

@@ -21,9 +21,19 @@ from udpraft.core.types import Entry
 
 
 class RaftLog:
-    __slots__ = ("_entries", "applied", "applying", "committed", "offset", "stable", "unstable_from")
+    __slots__ = (
+        "_entries",
+        "applied",
+        "applying",
+        "committed",
+        "offset",
+        "stable",
+        "unstable_from",
+    )
 
-    def __init__(self, entries: Sequence[Entry] = (), offset: int = 0, offset_term: int = 0) -> None:
+    def __init__(
+        self, entries: Sequence[Entry] = (), offset: int = 0, offset_term: int = 0
+    ) -> None:
         self.offset = offset
         self._entries: list[Entry] = [Entry(offset, offset_term)]
         expect = offset + 1

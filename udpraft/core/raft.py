@@ -409,9 +409,7 @@ class RaftNode:
         self.progress = {p: Progress(nxt, self.cfg.max_inflight_msgs) for p in self.peers}
         # Raft §8: a no-op of the new term commits earlier terms' entries (which must never
         # be committed by counting replicas, Figure 8) and anchors ReadIndex.
-        self.log.append_new(
-            [Entry(nxt, self.term, b"", EntryKind.NOOP, "", 0, self._timestamp())]
-        )
+        self.log.append_new([Entry(nxt, self.term, b"", EntryKind.NOOP, "", 0, self._timestamp())])
         self._need_bcast = True
         self._maybe_commit()
 
@@ -464,7 +462,9 @@ class RaftNode:
         if not entries and not allow_empty and pr.state == ProgressState.REPLICATE:
             return False
         self._send(
-            AppendEntries(self.id, peer, self.term, prev, prev_term, tuple(entries), self.log.committed)
+            AppendEntries(
+                self.id, peer, self.term, prev, prev_term, tuple(entries), self.log.committed
+            )
         )
         pr.sent(prev + len(entries), len(entries))
         return bool(entries)
@@ -480,18 +480,19 @@ class RaftNode:
             return
         pr = self.progress[m.src]
         pr.recent_active = True
+        last = self.log.last_index()
+        if m.index > last:
+            self._count("drop_bad_ack")  # concerns entries we never had: a broken peer
+            return
         if not m.success:
-            hint_next = m.hint_index + 1
+            hint_next = min(m.hint_index, last) + 1
             if m.hint_term > 0:
-                idx, _ = self.log.find_conflict_by_term(m.hint_index, m.hint_term)
+                idx, _ = self.log.find_conflict_by_term(min(m.hint_index, last), m.hint_term)
                 hint_next = idx + 1
             if pr.maybe_decr(m.index, hint_next):
                 self._pump(m.src)
             else:
                 self._count("stale_reject")
-            return
-        if m.index > self.log.last_index():
-            self._count("drop_bad_ack")  # acknowledges entries we never had: a broken peer
             return
         advanced = pr.update(m.index)
         if pr.state == ProgressState.PROBE:
@@ -516,7 +517,9 @@ class RaftNode:
             pr.probe_sent = False
         if pr.match < last:
             self._pump(m.src)
-        if m.ctx:
+        if m.ctx > self.reads.ctx:
+            self._count("drop_bad_ctx")  # answers a read round we never started
+        elif m.ctx:
             for r in self.reads.ack(m.ctx, m.src, self.quorum):
                 self._release_read(r, True)
 
@@ -533,7 +536,11 @@ class RaftNode:
             if self.reads.waiting_commit:
                 waiting, self.reads.waiting_commit = self.reads.waiting_commit, []
                 for r in waiting:
-                    self.reads.add(r, self.log.committed, self.id)
+                    if self.quorum == 1:
+                        r.index = self.log.committed  # no peers to confirm with
+                        self._release_read(r, True)
+                    else:
+                        self.reads.add(r, self.log.committed, self.id)
 
     def _flush(self) -> None:
         if self.role != Role.LEADER:
@@ -573,7 +580,9 @@ class RaftNode:
             hint_idx, hint_term = self.log.find_conflict_by_term(
                 min(m.prev_index, self.log.last_index()), m.prev_term
             )
-            self._send(AppendResp(self.id, m.src, self.term, False, m.prev_index, hint_idx, hint_term))
+            self._send(
+                AppendResp(self.id, m.src, self.term, False, m.prev_index, hint_idx, hint_term)
+            )
             return
         try:
             self.log.maybe_append(m.prev_index, m.entries)
@@ -669,6 +678,10 @@ def _sane(m: Message) -> bool:
         return m.index >= 0 and m.hint_index >= 0 and m.hint_term >= 0
     if isinstance(m, Heartbeat):
         return m.commit >= 0 and m.ctx >= 0
+    if isinstance(m, HeartbeatResp):
+        return m.ctx >= 0
+    if isinstance(m, ReadIndexResp):
+        return m.index >= 0
     return True
 
 

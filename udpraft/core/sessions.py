@@ -106,10 +106,23 @@ class SessionTable(Generic[R]):
         while len(self._sessions) > self.max_sessions:
             self._sessions.popitem(last=False)  # least recently used session
 
-    def snapshot(self) -> dict[str, tuple[int, int, dict[int, R]]]:
-        return {c: (s.last_ts_ms, s.max_seq, dict(s.results)) for c, s in self._sessions.items()}
-
-    def restore(self, snap: dict[str, tuple[int, int, dict[int, R]]]) -> None:
-        self._sessions = OrderedDict(
-            (c, _Session(ts, mx, dict(res))) for c, (ts, mx, res) in snap.items()
+    def snapshot(self) -> SessionSnapshot[R]:
+        """Everything a replica needs to decide exactly as this one from here on."""
+        return SessionSnapshot(
+            last_sweep_ms=self._last_sweep_ms,
+            sessions=[
+                (c, s.last_ts_ms, s.max_seq, dict(s.results)) for c, s in self._sessions.items()
+            ],
         )
+
+    def restore(self, snap: SessionSnapshot[R]) -> None:
+        self._last_sweep_ms = snap.last_sweep_ms
+        self._sessions = OrderedDict(
+            (c, _Session(ts, mx, dict(res))) for c, ts, mx, res in snap.sessions
+        )
+
+
+@dataclass(slots=True)
+class SessionSnapshot(Generic[R]):
+    last_sweep_ms: int
+    sessions: list[tuple[str, int, int, dict[int, R]]]  # in LRU order, oldest first

@@ -21,7 +21,7 @@ from typing import Any
 from udpraft.core.errors import RaftError
 from udpraft.core.messages import Message
 from udpraft.core.raft import RaftNode
-from udpraft.core.ready import Config, Ready, ReadState, Role
+from udpraft.core.ready import Config, ReadState, Ready, Role
 from udpraft.core.sessions import SessionTable, Verdict
 from udpraft.core.types import EMPTY_HARD_STATE, Entry, EntryKind, HardState
 from udpraft.sim.invariants import Invariants
@@ -247,6 +247,8 @@ class Cluster:
         if not n.up or n.incarnation != inc or n.raft is None:
             return
         n.raft.tick(int(self.now))
+        if n.raft.role == Role.LEADER:
+            self._check_matches(n.raft)
         self._process(n)
         self._push(self.now + self.cfg.tick_ms, "tick", nid, inc)
 
@@ -294,6 +296,26 @@ class Cluster:
         if c > n.last_commit:
             self.inv.check_committed_range(n.id, n.last_commit + 1, c, r.log.entry)
             n.last_commit = c
+
+    def _check_matches(self, r: RaftNode) -> None:
+        """The leader's belief about a follower never exceeds the follower's durable log.
+
+        A follower acknowledges only what it persisted, and nobody but a newer leader (which
+        would have raised the follower's term) may truncate it. So while the follower's
+        durable term equals the leader's, the entry at ``match`` must be on its disk.
+        """
+        for p, pr in r.progress.items():
+            if pr.match == 0:
+                continue
+            peer = self.nodes[p]
+            if peer.synced_hs.term != r.term:
+                continue
+            log = peer.synced_log
+            if len(log) < pr.match or log[pr.match - 1].term != r.log.term(pr.match):
+                self.inv.fail(
+                    f"leader {r.id} term {r.term} believes {p} matches up to {pr.match}, "
+                    f"but {p}'s durable log has {len(log)} entries"
+                )
 
     def _disk_done(self, nid: str, inc: int) -> None:
         n = self.nodes[nid]

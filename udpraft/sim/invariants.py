@@ -48,9 +48,7 @@ class Invariants:
         # Leader completeness (Raft §5.4): every committed entry is in the new leader's log.
         for e in self.committed:
             if e.index > len(log_terms) or log_terms[e.index - 1] != (e.index, e.term):
-                self.fail(
-                    f"leader {node} of term {term} lacks committed entry {e.index}/{e.term}"
-                )
+                self.fail(f"leader {node} of term {term} lacks committed entry {e.index}/{e.term}")
 
     def on_entries(self, node: str, entries: list[Entry], prev_term: int) -> None:
         p = prev_term
@@ -61,7 +59,9 @@ class Invariants:
             if got is None:
                 self.seen[key] = mine
             elif got != mine:
-                self.fail(f"log matching broken at {node}: entry {key} differs from an earlier copy")
+                self.fail(
+                    f"log matching broken at {node}: entry {key} differs from an earlier copy"
+                )
             p = e.term
 
     def check_committed_range(

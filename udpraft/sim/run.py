@@ -14,9 +14,11 @@ acknowledged before the read began (no stale reads).
 
 from __future__ import annotations
 
+import functools
 import random
 from dataclasses import dataclass, field
 
+from udpraft.core.ready import Config
 from udpraft.core.sessions import Verdict
 from udpraft.core.types import Entry, EntryKind
 from udpraft.sim.cluster import Cluster, SimConfig, SimNode
@@ -35,6 +37,7 @@ class FaultMix:
     asymmetric: float = 0.0
     flap: float = 0.0
     fault_every_ms: float = 300.0
+    bounce: float = 0.0
 
     @classmethod
     def from_rng(cls, rng: random.Random) -> FaultMix:
@@ -51,10 +54,25 @@ class FaultMix:
             asymmetric=pick(0.0, 1.0),
             flap=pick(0.0, 1.0),
             fault_every_ms=pick(100.0, 300.0, 800.0),
+            bounce=pick(0.0, 1.0, 3.0),
         )
 
     def describe(self) -> str:
         return " ".join(f"{k}={getattr(self, k)}" for k in self.__dataclass_fields__)
+
+
+def swarm_config(rng: random.Random) -> Config:
+    """Per-seed Raft tunables: tiny messages split batches, tiny windows stall pipelines."""
+    e = rng.choice([6, 10, 20])
+    return Config(
+        election_ticks=e,
+        heartbeat_ticks=rng.choice([1, 2, max(1, e // 3)]),
+        pre_vote=rng.random() < 0.8,
+        check_quorum=rng.random() < 0.8,
+        max_inflight_msgs=rng.choice([1, 4, 64]),
+        max_msg_bytes=rng.choice([1, 200, 48_000]),
+        max_apply_entries=rng.choice([1, 10_000]),
+    )
 
 
 @dataclass(slots=True)
@@ -197,6 +215,7 @@ class Nemesis:
             ("split", mix.partition),
             ("one_way", mix.asymmetric),
             ("flap", mix.flap),
+            ("bounce", mix.bounce),
             ("heal", 1.0),
         ]
         total = sum(w for _, w in actions)
@@ -233,9 +252,19 @@ class Nemesis:
         elif name == "flap":
             a, b = rng.sample(c.ids, 2)
             for i in range(6):
-                c.at(i * 40.0, lambda a=a, b=b, i=i: self._flap(a, b, i % 2 == 0))
+                c.at(i * 40.0, functools.partial(self._flap, a, b, i % 2 == 0))
+        elif name == "bounce":
+            # Crash and come back quickly: catches state that was acted on but not durable
+            # (a vote, an acknowledged entry) right in the middle of an election.
+            victim = rng.choice(c.ids)
+            c.crash(victim)
+            c.at(rng.uniform(0.0, 30.0), functools.partial(self._restart, victim))
         else:
             c.heal()
+
+    def _restart(self, nid: str) -> None:
+        if self.active:
+            self.c.restart(nid)
 
     def _flap(self, a: str, b: str, cut: bool) -> None:
         if not self.active:
@@ -262,7 +291,7 @@ def run_seed(
         dup=mix.dup,
         long_delay=mix.long_delay,
     )
-    c = Cluster(seed, SimConfig(nodes=nodes, net=net), trace=trace)
+    c = Cluster(seed, SimConfig(nodes=nodes, net=net, raft=swarm_config(rng)), trace=trace)
     res = SimResult(seed=seed, nodes=nodes, ok=False, mix=mix.describe())
     wl = Workload(c, random.Random(f"{seed}/clients"))
     nem = Nemesis(c, random.Random(f"{seed}/nemesis"), mix)
