@@ -20,6 +20,7 @@ from tools.checker import (
     Call,
     CheckResult,
     LogModel,
+    Model,
     Op,
     Recorder,
     RegisterModel,
@@ -64,7 +65,9 @@ def cas(c: str, e: Any, n: Any, res: bool, call: float, ret: float, status: Stat
     return op(c, "cas", [e, n], res, call, ret, status)
 
 
-def submit(c: str, payload: Any, index: int | None, call: float, ret: float, status: Status = "ok") -> Op:
+def submit(
+    c: str, payload: Any, index: int | None, call: float, ret: float, status: Status = "ok"
+) -> Op:
     return op(c, "submit", payload, index, call, ret, status, key="")
 
 
@@ -234,6 +237,45 @@ def test_unsupported_kind_raises() -> None:
 def test_bad_times_raise() -> None:
     with pytest.raises(ValueError):
         check([put("a", 1, 5, 1)], RegisterModel())
+
+
+class CounterModel(Model[int]):
+    """A custom model: ``incr() -> new value``; ``halt`` is never legal."""
+
+    name = "counter"
+
+    def init(self) -> int:
+        return 0
+
+    def step(self, state: int, input: Call, output: Any) -> tuple[bool, int]:
+        if input.kind == "incr":
+            return (output is UNKNOWN or output == state + 1), state + 1
+        if input.kind == "halt":
+            return False, state
+        raise ValueError(input.kind)
+
+
+def test_custom_model_and_optional_op_that_can_never_happen() -> None:
+    h = [
+        op("a", "incr", None, 1, 0, 1, key=""),
+        op("b", "halt", None, None, 2, INF, status="unknown"),
+        op("a", "incr", None, 2, 3, 4, key=""),
+        op("c", "incr", None, None, 5, INF, status="unknown"),
+    ]
+    r = check(h, CounterModel())
+    assert r.verdict == "ok"
+    assert "halt" in [o.kind for o in r.omitted]
+    h[1] = replace(h[1], status="ok", return_s=3)
+    assert check(h, CounterModel()).verdict == "illegal"
+
+
+def test_concurrent_counter_needs_search() -> None:
+    # Five concurrent increments returning 1..5 in scrambled call order.
+    h = [op(f"c{v}", "incr", None, v, i * 0.1, 10, key="") for i, v in enumerate([3, 5, 1, 4, 2])]
+    r = check(h, CounterModel())
+    assert r.ok and [o.output for o in r.linearization] == [1, 2, 3, 4, 5]
+    h.append(op("x", "incr", None, 3, 11, 12, key=""))  # 3 again, after all returned
+    assert check(h, CounterModel()).verdict == "illegal"
 
 
 # --------------------------------------------------------------------------- partitioning
@@ -526,6 +568,7 @@ def simulate_kv(
         clocks[c] = ret
         key = f"k{rng.randrange(n_keys)}"
         r = rng.random()
+        inp: Any
         if r < 0.4:
             kind, inp = "get", None
         elif r < 0.8:

@@ -455,4 +455,3 @@ def check_partitioned(
         "illegal" if "illegal" in verdicts else "unknown" if "unknown" in verdicts else "ok"
     )
     return PartitionedResult(verdict, results, time.monotonic() - start)
-

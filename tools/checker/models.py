@@ -9,8 +9,15 @@ A model is a deterministic state machine, as in Porcupine:
 
 ``input`` is a :class:`Call` - ``(kind, arg)`` taken from ``Op.kind`` and
 ``Op.input``.  For an op whose outcome is unknown (client timeout) the
-checker passes ``output=UNKNOWN``: the model must then accept the op and
-return the state it would produce (the output is unconstrained).
+checker passes ``output=UNKNOWN``: the output is unconstrained, so the
+model judges legality from the state alone and returns the state the op
+would produce.
+
+Two optional hooks only speed the search up, never change a verdict:
+``is_readonly(input, output)`` marks pure queries (linearized greedily) and
+``order_hint(input, output)`` orders the candidates tried at each search
+node (the log models use the returned index, which makes log checks
+near-linear).
 
 States must be hashable and compare by value: the checker memoizes
 ``(set of linearized ops, state)`` pairs.  Values coming from JSON are made

@@ -88,8 +88,10 @@ def _format_check(result: CheckResult, max_prefix: int, max_ops: int) -> list[st
     lin = result.linearization
     title = "Longest linearizable prefix" if result.verdict == "illegal" else "Deepest prefix"
     out.append("")
-    out.append(f"{title} ({len(lin)} of {len(ops)} ops), initial state "
-               f"{_state(result, result.initial_state)}:")
+    out.append(
+        f"{title} ({len(lin)} of {len(ops)} ops), initial state "
+        f"{_state(result, result.initial_state)}:"
+    )
     first = max(0, len(lin) - max_prefix)
     if first:
         out.append(f"    ... {first} earlier ops omitted ...")
@@ -102,7 +104,10 @@ def _format_check(result: CheckResult, max_prefix: int, max_ops: int) -> list[st
     if failed is None:
         return out
     out.append("")
-    out.append("Op that could not be placed:")
+    if result.verdict == "illegal":
+        out.append("Op that could not be placed:")
+    else:
+        out.append("Op that blocked the deepest prefix (search not finished):")
     out.append(f"        {failed.describe()}")
     if result.model is not None:
         output = UNKNOWN if failed.status == "unknown" else failed.output
@@ -122,9 +127,7 @@ def _format_check(result: CheckResult, max_prefix: int, max_ops: int) -> list[st
     if not concurrent:
         out.append("      (none)")
     for op in concurrent[:max_ops]:
-        where = (
-            f"linearized at #{position[id(op)] + 1}" if id(op) in position else "not linearized"
-        )
+        where = f"linearized at #{position[id(op)] + 1}" if id(op) in position else "not linearized"
         out.append(f"      {op.describe()}   ({where})")
     if len(concurrent) > max_ops:
         out.append(f"      ... {len(concurrent) - max_ops} more")

@@ -1,0 +1,28 @@
+"""Errors the public API raises. Everything is a UdpRaftError."""
+
+from __future__ import annotations
+
+
+class UdpRaftError(Exception):
+    """Base class of every error udpraft raises to its users."""
+
+
+class Timeout(UdpRaftError, TimeoutError):
+    """No answer in time. A submit that timed out may or may not have been committed;
+    retrying it with the same client is safe (it applies at most once)."""
+
+
+class NoQuorum(UdpRaftError):
+    """No leader could be found or confirmed: the cluster has no working majority now."""
+
+
+class SessionExpired(UdpRaftError):
+    """The client's session expired on the cluster; the client opens a new one."""
+
+
+class Rejected(UdpRaftError):
+    """The cluster refused the request (too large, overloaded, malformed)."""
+
+
+class ClusterConfigError(UdpRaftError):
+    """The cluster file or secret is missing or malformed."""
