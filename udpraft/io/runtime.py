@@ -1,0 +1,510 @@
+"""NodeRuntime: the pure Raft core wired to a UDP socket, a disk and a clock.
+
+How this works — one asyncio loop (uvloop in production), three kinds of work:
+
+1. Inputs. A datagram is authenticated, deduplicated (reliability layer) and either stepped
+   into the core (peer messages) or handled as a client request. A timer ticks the core every
+   ``tick_s``. Client submits are collected and proposed as one batch per loop turn.
+2. Drive. After inputs, ``_drive`` takes every Ready: messages that may leave now go now (a
+   leader's appends and heartbeats never wait for the disk, §10.2.1), the rest of the Ready
+   joins the persist queue.
+3. Persist. One task writes the queued Readies and fsyncs once for all of them (group
+   commit) in a single disk thread, so the loop keeps receiving, ticking and heartbeating
+   during the fsync. Then, in order: send what needed durability (votes, append answers),
+   apply committed entries and answer waiting clients, ``advance``.
+
+A failed disk write ends the process (crash-only): the launcher restarts it and recovery
+runs from the durable log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import secrets
+import time
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from udpraft.config import ClusterConfig
+from udpraft.core.errors import NotLeader, ProposalDropped, RaftError
+from udpraft.core.messages import MESSAGE_TYPES, Message
+from udpraft.core.raft import RaftNode
+from udpraft.core.ready import Config, Ready, ReadState, Role
+from udpraft.core.sessions import Verdict
+from udpraft.core.types import Entry
+from udpraft.io.faults import FaultHook
+from udpraft.io.hist import Histogram
+from udpraft.reliability.endpoint import ReliableEndpoint
+from udpraft.service.logservice import Application, LogService
+from udpraft.storage.base import LogStore
+from udpraft.wire import (
+    ClientKind,
+    ClientRequest,
+    ClientResponse,
+    Forward,
+    WireContext,
+    entries_to_wire,
+)
+
+log = logging.getLogger("udpraft.node")
+
+Addr = tuple[str, int]
+_RAFT = frozenset(MESSAGE_TYPES)
+DEFAULT_RAFT_CONFIG = Config(election_ticks=50, heartbeat_ticks=5, max_msg_bytes=48_000)
+FSYNC_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+BATCH_BUCKETS = (1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 5000.0)
+MAX_WAITERS = 200_000  # client requests waiting for their entry to apply
+WAITER_TTL_S = 30.0  # a waiter older than this is forgotten (the client has retried or left)
+MAX_READS = 50_000
+MAX_ENTRY_BYTES = 60_000
+RETRIEVE_MAX_BYTES = 40_000
+
+
+class NodeRuntime:
+    def __init__(
+        self,
+        node_id: str,
+        cluster: ClusterConfig,
+        secret: bytes,
+        store: LogStore,
+        *,
+        raft_config: Config | None = None,
+        tick_s: float = 0.01,
+        app: Application | None = None,
+    ) -> None:
+        self.id = node_id
+        self.cluster = cluster
+        self.store = store
+        self.tick_s = tick_s
+        hs, entries = store.load()
+        self.raft = RaftNode(
+            node_id,
+            cluster.ids,
+            random.Random(secrets.token_bytes(16)),
+            raft_config or DEFAULT_RAFT_CONFIG,
+            hs,
+            entries,
+        )
+        self.service = LogService(app)
+        self.ctx = WireContext(
+            cluster_id=cluster.cluster,
+            secret=secret,
+            node_id=node_id,
+            incarnation=secrets.randbelow(2**62) + 1,
+        )
+        self.ep: ReliableEndpoint[Addr] = ReliableEndpoint(self.ctx)
+        self.addr_of: dict[str, Addr] = {n.id: n.udp for n in cluster.nodes}
+        self.id_of: dict[Addr, str] = {a: i for i, a in self.addr_of.items()}
+        self.faults = FaultHook(random.Random(secrets.token_bytes(8)))
+        self.counters: Counter[str] = Counter()
+        self.fsync_s = Histogram(FSYNC_BUCKETS)
+        self.batch_sizes = Histogram(BATCH_BUCKETS)
+        self.started_at = time.time()
+        self.transport: asyncio.DatagramTransport | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._disk = ThreadPoolExecutor(1, thread_name_prefix=f"disk-{node_id}")
+        self._persist_q: list[Ready] = []
+        self._persist_task: asyncio.Task[None] | None = None
+        self._drive_scheduled = False
+        self._proposals: list[tuple[bytes, str, int]] = []
+        self._waiters: dict[tuple[str, int], list[tuple[int, Addr, float]]] = {}
+        self._reads: dict[int, Callable[[ReadState], None]] = {}
+        self._ready_reads: list[tuple[int, Callable[[ReadState], None], ReadState]] = []
+        self._read_ids = 0
+        self._tick_handle: asyncio.TimerHandle | None = None
+        self._ep_timer: asyncio.TimerHandle | None = None
+        self._stopping = False
+        self.on_event: Callable[[str, dict[str, Any]], None] | None = None
+        self._last_role = self.raft.role
+        self._last_term = self.raft.term
+
+    # ================================================================== lifecycle
+
+    def attach(self, transport: asyncio.DatagramTransport) -> None:
+        self.transport = transport
+        self._loop = asyncio.get_running_loop()
+        self._tick_handle = self._loop.call_later(self.tick_s, self._tick)
+
+    async def stop(self) -> None:
+        self._stopping = True
+        if self._tick_handle:
+            self._tick_handle.cancel()
+        if self._persist_task is not None:
+            try:
+                await asyncio.wait_for(self._persist_task, 5.0)
+            except (TimeoutError, asyncio.CancelledError):
+                pass
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._disk, self.store.close)
+        self._disk.shutdown(wait=True)
+        if self.transport is not None:
+            self.transport.close()
+
+    # ================================================================== inputs
+
+    def datagram_received(self, data: bytes, addr: Addr) -> None:
+        self.counters["datagrams_in"] += 1
+        peer = self.id_of.get(addr, "")
+        if self.faults.partitioned and not self.faults.inbound(peer):
+            return
+        now = time.monotonic()
+        for d in self.ep.receive_datagram(data, addr, now):
+            m = d.msg
+            if type(m) in _RAFT:
+                rm: Message = m  # type: ignore[assignment]
+                if rm.src != d.sender or self.addr_of.get(rm.src) is None:
+                    self.counters["drop_src_mismatch"] += 1
+                    continue
+                self.raft.step(rm)
+            elif isinstance(m, ClientRequest):
+                self._on_client(m, addr, forwarded=False)
+            elif isinstance(m, Forward):
+                if d.sender not in self.addr_of:
+                    self.counters["drop_forward_from_stranger"] += 1
+                    continue
+                self._on_client(m.request, (m.client_host, m.client_port), forwarded=True)
+            else:
+                self.counters["drop_unexpected"] += 1
+        self._kick()
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP port unreachable (a dead peer), EPERM from a firewall: counted, never fatal.
+        self.counters[f"icmp_{getattr(exc, 'errno', 0)}"] += 1
+
+    def _tick(self) -> None:
+        if self._stopping or self._loop is None:
+            return
+        self._tick_handle = self._loop.call_later(self.tick_s, self._tick)
+        self.raft.tick(int(time.time() * 1000))
+        self._note_role()
+        self.counters["ticks"] += 1
+        if self.counters["ticks"] % 100 == 0:
+            self._expire_waiters()
+        self._kick()
+
+    # ================================================================== drive
+
+    def _kick(self) -> None:
+        if not self._drive_scheduled and self._loop is not None:
+            self._drive_scheduled = True
+            self._loop.call_soon(self._drive)
+
+    def _drive(self) -> None:
+        self._drive_scheduled = False
+        if self._proposals:
+            props, self._proposals = self._proposals, []
+            self._propose(props)
+        while self.raft.has_ready():
+            rd = self.raft.ready()
+            for m in rd.messages:
+                self._send_raft(m)
+            self._persist_q.append(rd)
+        self._note_role()
+        self._flush_net()
+        if self._persist_q and self._persist_task is None and not self._stopping:
+            assert self._loop is not None
+            self._persist_task = self._loop.create_task(self._persist_loop())
+
+    def _propose(self, props: list[tuple[bytes, str, int]]) -> None:
+        try:
+            self.raft.propose_batch(props)
+            self.batch_sizes.observe(len(props))
+        except NotLeader as e:
+            self._fail_waiters(props, "not_leader", e.leader)
+        except ProposalDropped:
+            self._fail_waiters(props, "busy", self.raft.leader)
+
+    async def _persist_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while self._persist_q:
+                batch, self._persist_q = self._persist_q, []
+                if any(rd.entries or rd.hard_state for rd in batch):
+                    t0 = time.perf_counter()
+                    await loop.run_in_executor(self._disk, self._write_batch, batch)
+                    self.fsync_s.observe(time.perf_counter() - t0)
+                for rd in batch:
+                    self._after_persist(rd)
+                self._serve_reads()
+                self._drive()
+        except Exception:
+            log.critical("node %s: disk write failed; stopping (crash-only)", self.id, exc_info=True)
+            os._exit(70)
+        finally:
+            self._persist_task = None
+
+    def _write_batch(self, batch: list[Ready]) -> None:
+        for rd in batch:
+            if rd.entries:
+                self.store.append(rd.entries)
+            if rd.hard_state is not None:
+                self.store.set_hard_state(rd.hard_state)
+        self.store.sync()
+        self.counters["fsyncs"] += 1
+
+    def _after_persist(self, rd: Ready) -> None:
+        for m in rd.persisted_messages:
+            self._send_raft(m)
+        if rd.committed_entries:
+            self._apply(rd.committed_entries)
+        self.raft.advance(rd)
+        for rs in rd.read_states:
+            handler = self._reads.pop(rs.request_id, None)
+            if handler is None:
+                continue
+            if rs.ok:
+                self._ready_reads.append((rs.index, handler, rs))
+            else:
+                handler(rs)
+
+    # ================================================================== apply
+
+    def _apply(self, entries: list[Entry]) -> None:
+        replies: dict[tuple[Addr, int], list[list[int]]] = {}
+        for e in entries:
+            out = self.service.apply(e)
+            if out is None or not e.client_id:
+                continue
+            ws = self._waiters.pop((e.client_id, e.seq), None)
+            if not ws:
+                continue
+            if out.verdict == Verdict.EXPIRED:
+                for req_id, addr, _t in ws:
+                    self._reply_error(ClientKind.SUBMIT, req_id, addr, "expired", "session expired")
+                continue
+            for req_id, addr, _t in ws:
+                replies.setdefault((addr, req_id), []).append([e.seq, out.index, out.term])
+        for (addr, req_id), done in replies.items():
+            self._reply(ClientResponse(ClientKind.SUBMIT, req_id, True, {"done": done}, self.id), addr)
+        self.counters["applied"] += len(entries)
+
+    def _serve_reads(self) -> None:
+        if not self._ready_reads:
+            return
+        applied = self.service.applied_index
+        keep = []
+        for idx, handler, rs in self._ready_reads:
+            if idx <= applied:
+                handler(rs)
+            else:
+                keep.append((idx, handler, rs))
+        self._ready_reads = keep
+
+    def read_index(self, handler: Callable[[ReadState], None]) -> None:
+        """Linearizable read point: ``handler`` runs once applied >= the confirmed index
+        (or at once with ``ok=False`` when it cannot be confirmed)."""
+        if len(self._reads) + len(self._ready_reads) >= MAX_READS:
+            handler(ReadState(0, 0, False))
+            return
+        self._read_ids += 1
+        rid = self._read_ids
+        self._reads[rid] = handler
+        self.raft.read_index(rid)
+        self._kick()
+
+    # ================================================================== clients
+
+    def _on_client(self, req: ClientRequest, reply_to: Addr, forwarded: bool) -> None:
+        self.counters[f"client_{req.kind.name.lower()}"] += 1
+        if req.kind == ClientKind.SUBMIT:
+            self._on_submit(req, reply_to, forwarded)
+        elif req.kind == ClientKind.RETRIEVE:
+            self._on_retrieve(req, reply_to)
+        elif req.kind == ClientKind.STATUS:
+            self._reply(ClientResponse(ClientKind.STATUS, req.req_id, True, self.status(), self.raft.leader), reply_to)
+        else:
+            self._reply_error(req.kind, req.req_id, reply_to, "bad_request", "unsupported request")
+
+    def _on_submit(self, req: ClientRequest, reply_to: Addr, forwarded: bool) -> None:
+        seqs = req.body.get("seqs")
+        if (
+            not isinstance(seqs, list)
+            or len(seqs) != len(req.blobs)
+            or not seqs
+            or not all(type(s) is int and s > 0 for s in seqs)
+        ):
+            self._reply_error(ClientKind.SUBMIT, req.req_id, reply_to, "bad_request", "seqs/payloads mismatch")
+            return
+        if any(len(b) > MAX_ENTRY_BYTES for b in req.blobs):
+            self._reply_error(ClientKind.SUBMIT, req.req_id, reply_to, "too_large", f"payload over {MAX_ENTRY_BYTES} bytes")
+            return
+        if self.raft.role != Role.LEADER:
+            leader = self.raft.leader
+            if leader and leader in self.addr_of and not forwarded:
+                fwd = Forward(reply_to[0], reply_to[1], req)
+                self.ep.send(self.addr_of[leader], fwd, True, time.monotonic(), dst=leader)
+                self.counters["forwarded"] += 1
+            else:
+                code = "not_leader" if leader else "no_leader"
+                self._reply_error(ClientKind.SUBMIT, req.req_id, reply_to, code, "not the leader")
+            return
+        if len(self._waiters) >= MAX_WAITERS:
+            self._reply_error(ClientKind.SUBMIT, req.req_id, reply_to, "busy", "too many requests in flight")
+            return
+        done = []
+        now = time.monotonic()
+        cid = req.client_id
+        for seq, data in zip(seqs, req.blobs):
+            hit = self.service.lookup(cid, seq)
+            if hit is not None:
+                done.append([seq, hit.index, hit.term])
+                continue
+            key = (cid, seq)
+            ws = self._waiters.get(key)
+            if ws is not None:  # a retry of a request already in the log: just wait for it
+                ws.append((req.req_id, reply_to, now))
+                continue
+            self._waiters[key] = [(req.req_id, reply_to, now)]
+            self._proposals.append((data, cid, seq))
+        if done:
+            self._reply(ClientResponse(ClientKind.SUBMIT, req.req_id, True, {"done": done}, self.id), reply_to)
+
+    def _fail_waiters(self, props: list[tuple[bytes, str, int]], code: str, leader: str) -> None:
+        for _data, cid, seq in props:
+            for req_id, addr, _t in self._waiters.pop((cid, seq), []):
+                self._reply_error(ClientKind.SUBMIT, req_id, addr, code, code, leader)
+
+    def _expire_waiters(self) -> None:
+        cutoff = time.monotonic() - WAITER_TTL_S
+        dead = [k for k, ws in self._waiters.items() if all(t < cutoff for _r, _a, t in ws)]
+        for k in dead:
+            del self._waiters[k]
+        self.counters["waiters_expired"] += len(dead)
+
+    def _on_retrieve(self, req: ClientRequest, reply_to: Addr) -> None:
+        start = req.body.get("start", 1)
+        if type(start) is not int or start < 1:
+            self._reply_error(ClientKind.RETRIEVE, req.req_id, reply_to, "bad_request", "start must be >= 1")
+            return
+
+        def serve(rs: ReadState) -> None:
+            if not rs.ok:
+                code = "not_leader" if self.raft.leader else "no_leader"
+                self._reply_error(ClientKind.RETRIEVE, req.req_id, reply_to, code, "read not confirmed")
+                return
+            ents, nxt, more = self.retrieve_entries(start, RETRIEVE_MAX_BYTES)
+            rows, blobs = entries_to_wire(ents)
+            body = {"entries": rows, "next": nxt, "more": more}
+            self._reply(ClientResponse(ClientKind.RETRIEVE, req.req_id, True, body, self.raft.leader, blobs), reply_to)
+
+        self.read_index(serve)
+
+    def retrieve_entries(self, start: int, max_bytes: int) -> tuple[list[Entry], int, bool]:
+        """Client-visible applied entries from ``start``; (entries, next start, more?)."""
+        log_ = self.raft.log
+        hi = self.service.applied_index
+        i = max(start, log_.first_index())
+        out: list[Entry] = []
+        size = 0
+        while i <= hi:
+            e = log_.entry(i)
+            i += 1
+            if not self.service.visible(e):
+                continue
+            size += len(e.data) + 64
+            if out and size > max_bytes:
+                return out, e.index, True
+            out.append(e)
+        return out, i, False
+
+    # ================================================================== sending
+
+    def _send_raft(self, m: Message) -> None:
+        addr = self.addr_of.get(m.dst)
+        if addr is None:
+            return
+        delay = self.faults.outbound(m.dst) if self.faults.active() else 0.0
+        if delay is None:
+            return
+        if delay > 0 and self._loop is not None:
+            self._loop.call_later(delay, self._send_later, addr, m)
+            return
+        self.ep.send(addr, m, False, time.monotonic())
+
+    def _send_later(self, addr: Addr, m: Message) -> None:
+        self.ep.send(addr, m, False, time.monotonic())
+        self._flush_net()
+
+    def _reply(self, resp: ClientResponse, addr: Addr) -> None:
+        self.ep.send(addr, resp, False, time.monotonic())
+
+    def _reply_error(
+        self, kind: ClientKind, req_id: int, addr: Addr, code: str, message: str, leader: str = ""
+    ) -> None:
+        body = {"error": code, "message": message}
+        self._reply(ClientResponse(kind, req_id, False, body, leader or self.raft.leader), addr)
+
+    def _flush_net(self) -> None:
+        tr = self.transport
+        if tr is None:
+            return
+        now = time.monotonic()
+        out = self.ep.datagrams_to_send(now)
+        for data, addr in out:
+            try:
+                tr.sendto(data, addr)
+            except OSError as e:  # EPERM from a firewall drop rule: count, carry on
+                self.counters[f"send_error_{e.errno}"] += 1
+        self.counters["datagrams_out"] += len(out)
+        self._arm_ep_timer(now)
+
+    def _arm_ep_timer(self, now: float) -> None:
+        dl = self.ep.next_deadline()
+        if dl is None or self._loop is None:
+            return
+        if self._ep_timer is not None:
+            if self._ep_timer.when() <= self._loop.time() + (dl - now):
+                return
+            self._ep_timer.cancel()
+        self._ep_timer = self._loop.call_later(max(0.0, dl - now), self._on_ep_timer)
+
+    def _on_ep_timer(self) -> None:
+        self._ep_timer = None
+        self.ep.handle_timer(time.monotonic())
+        self._flush_net()
+
+    # ================================================================== status
+
+    def _note_role(self) -> None:
+        r = self.raft
+        if r.role != self._last_role or r.term != self._last_term:
+            if r.role == Role.LEADER and self._last_role != Role.LEADER:
+                log.info("node %s: leader for term %d", self.id, r.term)
+            if self.on_event is not None:
+                self.on_event("role", {"role": r.role.name.lower(), "term": r.term})
+            self._last_role = r.role
+            self._last_term = r.term
+
+    def status(self) -> dict[str, Any]:
+        st = self.raft.status()
+        st["applied_index"] = self.service.applied_index
+        st["pid"] = os.getpid()
+        st["uptime_s"] = round(time.time() - self.started_at, 3)
+        st["counters"] = {
+            **{f"raft_{k}": v for k, v in self.raft.counters.items()},
+            **dict(self.counters),
+            **{f"transport_{k}": v for k, v in self.ep.counters.items() if v},
+            "session_duplicates": self.service.duplicates,
+            "session_expired": self.service.expired,
+            "waiters": len(self._waiters),
+        }
+        st["faults"] = self.faults.describe()
+        return st
+
+    def transfer_leadership(self, target: str) -> None:
+        self.raft.transfer_leadership(target)
+        self._kick()
+
+    def propose_local(self, data: bytes) -> int:
+        """Library use: propose from inside the leader's process; returns the entry index."""
+        try:
+            idx = self.raft.propose(data)
+        except RaftError:
+            raise
+        self._kick()
+        return idx

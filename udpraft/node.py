@@ -1,0 +1,52 @@
+"""``python -m udpraft.node --id n1 --cluster-config FILE [--data-dir DIR] [--storage KIND]``
+
+Runs one udpraft node process on uvloop. The cluster file lists every node's ``udp`` and
+``http`` address; the cluster secret is read from beside it (or UDPRAFT_SECRET_FILE).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+
+from udpraft.config import load_cluster, load_secret
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m udpraft.node", description=__doc__)
+    ap.add_argument("--id", required=True, help="this node's id in the cluster file")
+    ap.add_argument("--cluster-config", required=True, help="path to cluster.json")
+    ap.add_argument("--data-dir", help="default: the cluster file's data_dir, else data/<id>")
+    ap.add_argument("--storage", choices=["file", "sqlite", "memory"], default="file")
+    ap.add_argument("--tick-ms", type=float, default=10.0)
+    ap.add_argument("--log-level", default=os.environ.get("UDPRAFT_LOG", "INFO"))
+    a = ap.parse_args(argv)
+    logging.basicConfig(
+        level=a.log_level.upper(),
+        format=f"%(asctime)s {a.id} %(levelname)s %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        cluster = load_cluster(a.cluster_config)
+        secret = load_secret(a.cluster_config)
+        me = cluster.node(a.id)
+    except (OSError, ValueError, KeyError) as e:
+        print(f"udpraft.node: {e}", file=sys.stderr)
+        return 2
+    data_dir = a.data_dir or me.data_dir or os.path.join("data", a.id)
+    from udpraft.io.server import NodeOptions, serve
+
+    opts = NodeOptions(a.id, cluster, secret, data_dir, a.storage, tick_s=a.tick_ms / 1000.0)
+    try:
+        import uvloop
+
+        return int(uvloop.run(serve(opts)))
+    except ImportError:  # pragma: no cover - uvloop is a dependency; keep running without it
+        return int(asyncio.run(serve(opts)))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
