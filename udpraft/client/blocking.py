@@ -68,14 +68,25 @@ class Client:
     def submit(self, data: bytes, timeout: float = 5.0) -> Result:
         """Append ``data`` to the log; returns once it is committed (applied at most once)."""
         core = self.core
-        seq = core.next_seq()
-        req = core.submit_request(core.new_req_id(), [seq], [bytes(data)])
-        resp = self._call(req, timeout)
-        for s, index, term in resp.body.get("done", []):
-            if s == seq:
-                core.opened = True
-                return Result(int(index), int(term))
-        raise Rejected(f"unexpected answer to submit: {resp.body}")
+        deadline = time.monotonic() + timeout
+        for _ in range(3):
+            seq = core.next_seq()
+            req = core.submit_request(core.new_req_id(), [seq], [bytes(data)])
+            try:
+                resp = self._call(req, max(0.01, deadline - time.monotonic()))
+            except SessionExpired:
+                core.new_session()  # refused, so not applied: retry in a fresh session
+                continue
+            except Timeout:
+                if not core.opened:
+                    core.new_session()  # later seqs could not be matched to this session
+                raise
+            for s, index, term in resp.body.get("done", []):
+                if s == seq:
+                    core.opened = True
+                    return Result(int(index), int(term))
+            raise Rejected(f"unexpected answer to submit: {resp.body}")
+        raise SessionExpired("the cluster keeps expiring this client's sessions")
 
     def retrieve(self, start: int = 1, timeout: float = 5.0) -> list[Entry]:
         """Committed entries from ``start`` on, in log order (linearizable)."""

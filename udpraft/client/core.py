@@ -58,19 +58,29 @@ class ClientCore:
             raise ValueError("a client needs at least one node address")
         self.nodes = dict(nodes)
         self.order = list(self.nodes)
+        self._cluster_id = cluster_id
+        self._secret = secret
+        self._req_ids = itertools.count(1)
+        self._msg_ids = itertools.count(1)
+        self.leader = ""
+        self._rr = 0
+        self.new_session(client_id)
+
+    def new_session(self, client_id: str | None = None) -> None:
+        """Start a fresh session: a new random client id, sequence numbers from 1.
+
+        Used when the cluster refused a request as expired (so it did not apply) or when the
+        session's opening request timed out (so later ones could not be matched to it).
+        """
         self.client_id = client_id or "c-" + secrets.token_hex(8)
         self.ctx = WireContext(
-            cluster_id=cluster_id,
-            secret=secret,
+            cluster_id=self._cluster_id,
+            secret=self._secret,
             node_id=self.client_id,
             incarnation=secrets.randbelow(2**62) + 1,
         )
-        self._req_ids = itertools.count(1)
-        self._msg_ids = itertools.count(1)
         self._seq = 0
         self.opened = False  # the session's first request was answered
-        self.leader = ""
-        self._rr = 0
 
     # ---------------------------------------------------------------- requests
 

@@ -34,7 +34,7 @@ from udpraft.config import ClusterConfig
 from udpraft.core.errors import NotLeader, ProposalDropped, RaftError
 from udpraft.core.messages import MESSAGE_TYPES, Message
 from udpraft.core.raft import RaftNode
-from udpraft.core.ready import Config, Ready, ReadState, Role
+from udpraft.core.ready import Config, ReadState, Ready, Role
 from udpraft.core.sessions import Verdict
 from udpraft.core.types import Entry
 from udpraft.io.faults import FaultHook

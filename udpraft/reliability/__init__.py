@@ -1,0 +1,26 @@
+"""Sans-IO reliability for udpraft datagrams: retransmission, acknowledgement, dedupe.
+
+Pure (no sockets, clocks, asyncio): time comes in as ``now`` (seconds). See endpoint.py
+for the protocol and the per-message-class policy.
+"""
+
+from udpraft.reliability.dedupe import DedupeWindow, SenderTable
+from udpraft.reliability.endpoint import (
+    COUNTER_NAMES,
+    Delivery,
+    ReliabilityConfig,
+    ReliableEndpoint,
+    reliable_by_default,
+)
+from udpraft.reliability.rtt import RttEstimator
+
+__all__ = [
+    "COUNTER_NAMES",
+    "DedupeWindow",
+    "Delivery",
+    "ReliabilityConfig",
+    "ReliableEndpoint",
+    "RttEstimator",
+    "SenderTable",
+    "reliable_by_default",
+]

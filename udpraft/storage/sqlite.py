@@ -77,7 +77,7 @@ class SqliteLogStore:
         self._closed = False
         self._failed: sqlite3.Error | None = None
         try:
-            self._db = sqlite3.connect(self._path, isolation_level=None)
+            self._db = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
         except BaseException:
             os.close(self._lock_fd)
             raise

@@ -4,10 +4,14 @@ Pure (no sockets, clocks, files). See envelope.py for the datagram layout and co
 for the body layout and validation rules.
 """
 
-from udpraft.wire.codec import (
+from udpraft.wire.bodies import (
     MAX_ACK_RANGES,
     MAX_FRAGMENTS,
     RAFT_TYPES,
+    entries_from_wire,
+    entries_to_wire,
+)
+from udpraft.wire.codec import (
     Decoded,
     DecodeResult,
     Dropped,
@@ -16,8 +20,6 @@ from udpraft.wire.codec import (
     dump_header,
     encode,
     encode_body,
-    entries_from_wire,
-    entries_to_wire,
     message_type,
     seal,
 )

@@ -1,57 +1,26 @@
-"""Bytes <-> messages: bodies, and the encode/decode entry points.
+"""Bytes <-> messages: the encode/decode entry points.
 
-Body layout
------------
-Every body is ``u32 header length | JSON header (orjson) | blob section``. The JSON header
-is a flat array, never an object (no key strings to write or hash); the blob section holds
-opaque byte strings back to back, their lengths listed in the header. Bytes are never
-base64-encoded: measured on this machine for an AppendEntries of 100 x 50 B entries,
-base64 inside JSON costs ~30 us to encode (10.8 KB) against ~20 us for header + raw blobs
-(8.7 KB), and decoding base64 adds ~40 us on top of the parse.
+``encode`` = ``seal(encode_body(msg))``: the body (bodies.py) does not depend on the
+message id, so the reliability layer encodes it once and seals it (envelope header + tag,
+envelope.py) when it assigns an id. ``decode`` runs the envelope checks in the order
+documented in envelope.py (size, magic, version, cluster, tag, then everything else) and
+hands the body to its decoder.
 
-    Raft messages        [field, ...] in dataclass order, minus src/dst (they are the
-                         envelope's sender and destination, which the tag authenticates)
-    AppendEntries        [term, prev_index, prev_term, commit,
-                          [[term, kind, client_id, seq, ts_ms], ...], [data_len, ...]]
-                         + entry payloads. Indices are not sent: entry i has index
-                         prev_index + 1 + i (Raft sends consecutive entries; encode
-                         refuses anything else).
-    ClientRequest        [req_id, client_id, body, [blob_len, ...]] + blobs
-    ClientResponse       [req_id, ok, body, leader_hint, [blob_len, ...]] + blobs
-    Forward              [host, port, kind, req_id, client_id, body, [blob_len, ...]] + blobs
-    Ack                  [incarnation, [lo, hi, lo, hi, ...]]
-    Fragment             [group_id, index, count, total_len] + chunk
-
-Client kinds are carried by the message type (CLIENT_SUBMIT, CLIENT_SUBMIT_RESP, ...).
-
-Validation
-----------
-:func:`decode` never raises on bad input. It returns :class:`Decoded` or :class:`Dropped`
-with a :class:`DropReason`. After the tag, every field is checked strictly: integers are
-``int`` (not bool, not float) with 0 <= x < 2**63, booleans are ``bool``, strings are
-``str`` and bounded, entries well-formed, blob lengths add up exactly. A peer holding the
-key but running buggy code therefore cannot hand the core a value of the wrong type.
-The last-resort ``except Exception`` turns a bug in this module into a drop whose detail
-starts with "internal error" (the fuzz tests assert it never happens).
-
-Speed: entry rows are built with ``operator.attrgetter`` (C speed, no per-entry Python
-frame) and decoded in one loop that validates and builds each Entry by setting its slots
-directly (half the cost of the frozen dataclass ``__init__``; a start-up check falls back
-to the constructor if Entry's shape ever changes). Run ``python -m udpraft.wire.bench``.
+:func:`decode` never raises on bad input: it returns :class:`Decoded` or :class:`Dropped`
+with a :class:`DropReason`. Its last-resort ``except Exception`` turns a bug in this
+package into a drop whose detail starts with "internal error" (the fuzz tests assert that
+never happens) rather than an exception in the node's receive loop.
 """
 
 from __future__ import annotations
 
 import hmac
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, fields
-from operator import attrgetter
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import orjson
 
-from udpraft.core import messages as cm
-from udpraft.core.types import Entry, EntryKind
+from udpraft.wire.bodies import BY_CLASS, BY_CODE, BodyError
 from udpraft.wire.envelope import (
     BODY_LEN,
     FLAG_INNER,
@@ -74,45 +43,12 @@ from udpraft.wire.envelope import (
 from udpraft.wire.messages import (
     REQUEST_TYPES,
     RESPONSE_TYPES,
-    Ack,
-    ClientKind,
     ClientRequest,
     ClientResponse,
-    Forward,
-    Fragment,
     WireMessage,
 )
 
-MAX_CLIENT_ID_CHARS = 128
-MAX_STR_CHARS = 64  # string fields of Raft messages, leader hints
-MAX_HOST_CHARS = 255
-MAX_BLOBS = 65_536
-MAX_ACK_RANGES = 1024
-MAX_FRAGMENTS = 65_535
-MAX_FRAGMENT_TOTAL = 1 << 31
-
-RAFT_TYPES: dict[type, MsgType] = {
-    cm.PreVote: MsgType.PRE_VOTE,
-    cm.PreVoteResp: MsgType.PRE_VOTE_RESP,
-    cm.RequestVote: MsgType.REQUEST_VOTE,
-    cm.RequestVoteResp: MsgType.REQUEST_VOTE_RESP,
-    cm.AppendEntries: MsgType.APPEND_ENTRIES,
-    cm.AppendResp: MsgType.APPEND_RESP,
-    cm.Heartbeat: MsgType.HEARTBEAT,
-    cm.HeartbeatResp: MsgType.HEARTBEAT_RESP,
-    cm.TimeoutNow: MsgType.TIMEOUT_NOW,
-    cm.ReadIndexReq: MsgType.READ_INDEX_REQ,
-    cm.ReadIndexResp: MsgType.READ_INDEX_RESP,
-}
-
-
-class _Bad(Exception):
-    """Internal: a validation failure, turned into a Dropped by decode()."""
-
-    def __init__(self, reason: DropReason, detail: str) -> None:
-        super().__init__(detail)
-        self.reason = reason
-        self.detail = detail
+_TYPES: dict[int, MsgType] = {int(t): t for t in MsgType}
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,368 +97,6 @@ class EncodedBody:
     body: bytes
 
 
-# ---------------------------------------------------------------------------- validation
-
-
-def _int(v: Any, what: str) -> int:
-    if type(v) is not int or not 0 <= v < MAX_U63:
-        raise _Bad(DropReason.BAD_FIELD, what)
-    return v
-
-
-def _str(v: Any, limit: int, what: str) -> str:
-    if type(v) is not str or len(v) > limit:
-        raise _Bad(DropReason.BAD_FIELD, what)
-    return v
-
-
-def _bool(v: Any, what: str) -> bool:
-    if type(v) is not bool:
-        raise _Bad(DropReason.BAD_FIELD, what)
-    return v
-
-
-def _shape(h: Any, n: int, what: str) -> list[Any]:
-    if type(h) is not list or len(h) != n:
-        raise _Bad(DropReason.BAD_BODY, what)
-    return h
-
-
-def _split_blobs(lens: Any, blob: bytes, what: str) -> tuple[bytes, ...]:
-    if type(lens) is not list or len(lens) > MAX_BLOBS:
-        raise _Bad(DropReason.BAD_BODY, what + ".blobs")
-    out = []
-    pos = 0
-    for n in lens:
-        if type(n) is not int or n < 0:
-            raise _Bad(DropReason.BAD_FIELD, what + ".blob_len")
-        end = pos + n
-        out.append(blob[pos:end])
-        pos = end
-    if pos != len(blob):
-        raise _Bad(DropReason.BAD_FIELD, what + ".blob_total")
-    return tuple(out)
-
-
-def _body_dict(v: Any, what: str) -> dict[str, Any]:
-    if type(v) is not dict:
-        raise _Bad(DropReason.BAD_FIELD, what)
-    return v
-
-
-def _blob_parts(blobs: Sequence[bytes], what: str) -> list[bytes]:
-    parts = list(blobs)
-    for b in parts:
-        if type(b) is not bytes:
-            raise EncodeError(f"{what}: blobs must be bytes")
-    return parts
-
-
-def _dumps(obj: Any, what: str) -> bytes:
-    try:
-        return orjson.dumps(obj)
-    except TypeError as exc:  # orjson.JSONEncodeError: not JSON-able, int beyond 64 bits
-        raise EncodeError(f"{what}: {exc}") from exc
-
-
-# ------------------------------------------------------------------------- entries
-
-
-def _fast_entry_setters() -> tuple[Callable[[Entry, Any], None], ...] | None:
-    """Slot setters for Entry, or None if Entry no longer has the shape we rely on."""
-    names = tuple(f.name for f in fields(Entry))
-    if names != ("index", "term", "data", "kind", "client_id", "seq", "ts_ms"):
-        return None
-    if hasattr(Entry, "__post_init__") or "__slots__" not in Entry.__dict__:
-        return None
-    return tuple(getattr(Entry, n).__set__ for n in names)
-
-
-_SETTERS = _fast_entry_setters()
-
-
-def _no_setter(obj: Entry, value: Any) -> None:  # placeholder when _SETTERS is None
-    raise AssertionError("unreachable")
-
-
-_KINDS: dict[Any, EntryKind] = {int(k): k for k in EntryKind}
-_CLIENT_KINDS = frozenset(int(k) for k in ClientKind)
-_ENTRY_ROW = attrgetter("term", "kind", "client_id", "seq", "ts_ms")
-_ENTRY_INDEX = attrgetter("index")
-_ENTRY_DATA = attrgetter("data")
-
-
-def _entries_from_rows(
-    rows: Any, lens: Any, blob: bytes, first_index: int, what: str
-) -> tuple[Entry, ...]:
-    if type(rows) is not list or type(lens) is not list or len(rows) != len(lens):
-        raise _Bad(DropReason.BAD_BODY, what)
-    out: list[Entry] = []
-    append = out.append
-    index = first_index
-    pos = 0
-    kinds = _KINDS
-    setters = _SETTERS
-    new = object.__new__
-    s_index, s_term, s_data, s_kind, s_client, s_seq, s_ts = setters or (_no_setter,) * 7
-    for row, n in zip(rows, lens):
-        if type(row) is not list or len(row) != 5:
-            raise _Bad(DropReason.BAD_BODY, what + ".row")
-        term, kind, client_id, seq, ts_ms = row
-        if (
-            type(term) is not int
-            or type(seq) is not int
-            or type(ts_ms) is not int
-            or type(n) is not int
-            or type(client_id) is not str
-            or type(kind) is not int
-            or not (0 <= term < MAX_U63 and 0 <= seq < MAX_U63 and 0 <= ts_ms < MAX_U63)
-            or n < 0
-            or len(client_id) > MAX_CLIENT_ID_CHARS
-            or kind not in kinds
-        ):
-            raise _Bad(DropReason.BAD_FIELD, what + ".entry")
-        end = pos + n
-        if setters is None:
-            e = Entry(index, term, blob[pos:end], kinds[kind], client_id, seq, ts_ms)
-        else:  # same object, built without the frozen __init__'s object.__setattr__ calls
-            e = new(Entry)
-            s_index(e, index)
-            s_term(e, term)
-            s_data(e, blob[pos:end])
-            s_kind(e, kinds[kind])
-            s_client(e, client_id)
-            s_seq(e, seq)
-            s_ts(e, ts_ms)
-        append(e)
-        index += 1
-        pos = end
-    if pos != len(blob):
-        raise _Bad(DropReason.BAD_FIELD, what + ".data_total")
-    if index > MAX_U63:
-        raise _Bad(DropReason.BAD_FIELD, what + ".index")
-    return tuple(out)
-
-
-def entries_to_wire(entries: Sequence[Entry]) -> tuple[list[Any], tuple[bytes, ...]]:
-    """Entries as JSON rows ``[index, term, kind, client_id, seq, ts_ms]`` plus payloads.
-
-    For client messages (e.g. a retrieve response): put the rows in ``body`` and the
-    payloads in ``blobs``; :func:`entries_from_wire` reverses it with full validation.
-    """
-    rows = [[e.index, *_ENTRY_ROW(e)] for e in entries]
-    return rows, tuple(map(_ENTRY_DATA, entries))
-
-
-def entries_from_wire(rows: Any, blobs: Sequence[bytes]) -> tuple[Entry, ...] | None:
-    """Validated inverse of :func:`entries_to_wire`; None if anything is malformed."""
-    if type(rows) is not list or len(rows) != len(blobs):
-        return None
-    out = []
-    try:
-        for row, data in zip(rows, blobs):
-            if type(row) is not list or len(row) != 6 or type(data) is not bytes:
-                return None
-            index = _int(row[0], "index")
-            (entry,) = _entries_from_rows([row[1:]], [len(data)], data, index, "entry")
-            out.append(entry)
-    except _Bad:
-        return None
-    return tuple(out)
-
-
-# ------------------------------------------------------------------------- codecs
-
-Encoder = Callable[[Any], tuple[bytes, Sequence[bytes]]]
-Decoder = Callable[[Any, bytes, str, str], WireMessage]
-
-
-@dataclass(frozen=True, slots=True)
-class _Codec:
-    mtype: MsgType
-    raft: bool
-    encode: Encoder
-    decode: Decoder
-
-
-def _raft_codec(mtype: MsgType, cls: type) -> _Codec:
-    """Generic codec for a Raft message whose fields (after src, dst) are int/bool/str."""
-    fs = fields(cls)
-    names = [f.name for f in fs]
-    if names[:2] != ["src", "dst"]:
-        raise TypeError(f"{cls.__name__}: Raft messages must start with src, dst")
-    anns = [f.type if isinstance(f.type, str) else f.type.__name__ for f in fs[2:]]
-    if not set(anns) <= {"int", "bool", "str"}:
-        raise TypeError(f"{cls.__name__}: no generic wire codec for fields {anns}")
-    rest = names[2:]
-    n = len(rest)
-    getters = [attrgetter(name) for name in rest]
-    checks = list(zip(anns, (f"{cls.__name__}.{name}" for name in rest)))
-
-    def enc(msg: Any) -> tuple[bytes, Sequence[bytes]]:
-        return orjson.dumps([g(msg) for g in getters]), ()
-
-    def dec(h: Any, blob: bytes, sender: str, dst: str) -> WireMessage:
-        if type(h) is not list or len(h) != n or blob:
-            raise _Bad(DropReason.BAD_BODY, cls.__name__)
-        for v, (ann, what) in zip(h, checks):
-            if ann == "int":
-                _int(v, what)
-            elif ann == "bool":
-                _bool(v, what)
-            else:
-                _str(v, MAX_STR_CHARS, what)
-        msg: WireMessage = cls(sender, dst, *h)
-        return msg
-
-    return _Codec(mtype, True, enc, dec)
-
-
-def _enc_append(msg: cm.AppendEntries) -> tuple[bytes, Sequence[bytes]]:
-    es = msg.entries
-    first = msg.prev_index + 1
-    if es and list(map(_ENTRY_INDEX, es)) != list(range(first, first + len(es))):
-        raise EncodeError("AppendEntries: entry indices must run from prev_index + 1")
-    datas = list(map(_ENTRY_DATA, es))
-    head = (msg.term, msg.prev_index, msg.prev_term, msg.commit, list(map(_ENTRY_ROW, es)))
-    return _dumps((*head, list(map(len, datas))), "AppendEntries"), datas
-
-
-def _dec_append(h: Any, blob: bytes, sender: str, dst: str) -> WireMessage:
-    term, prev_index, prev_term, commit, rows, lens = _shape(h, 6, "AppendEntries")
-    _int(term, "term")
-    _int(prev_index, "prev_index")
-    _int(prev_term, "prev_term")
-    _int(commit, "commit")
-    entries = _entries_from_rows(rows, lens, blob, prev_index + 1, "entries")
-    return cm.AppendEntries(sender, dst, term, prev_index, prev_term, entries, commit)
-
-
-def _request_codec(mtype: MsgType, kind: ClientKind) -> _Codec:
-    def enc(m: ClientRequest) -> tuple[bytes, Sequence[bytes]]:
-        parts = _blob_parts(m.blobs, "ClientRequest")
-        return _dumps(
-            (m.req_id, m.client_id, m.body, list(map(len, parts))), "ClientRequest"
-        ), parts
-
-    def dec(h: Any, blob: bytes, sender: str, dst: str) -> WireMessage:
-        req_id, client_id, body, lens = _shape(h, 4, "ClientRequest")
-        return ClientRequest(
-            kind,
-            _int(req_id, "req_id"),
-            _str(client_id, MAX_CLIENT_ID_CHARS, "client_id"),
-            _body_dict(body, "body"),
-            _split_blobs(lens, blob, "ClientRequest"),
-        )
-
-    return _Codec(mtype, False, enc, dec)
-
-
-def _response_codec(mtype: MsgType, kind: ClientKind) -> _Codec:
-    def enc(m: ClientResponse) -> tuple[bytes, Sequence[bytes]]:
-        parts = _blob_parts(m.blobs, "ClientResponse")
-        head = (m.req_id, m.ok, m.body, m.leader_hint, list(map(len, parts)))
-        return _dumps(head, "ClientResponse"), parts
-
-    def dec(h: Any, blob: bytes, sender: str, dst: str) -> WireMessage:
-        req_id, ok, body, hint, lens = _shape(h, 5, "ClientResponse")
-        return ClientResponse(
-            kind,
-            _int(req_id, "req_id"),
-            _bool(ok, "ok"),
-            _body_dict(body, "body"),
-            _str(hint, MAX_STR_CHARS, "leader_hint"),
-            _split_blobs(lens, blob, "ClientResponse"),
-        )
-
-    return _Codec(mtype, False, enc, dec)
-
-
-def _enc_forward(m: Forward) -> tuple[bytes, Sequence[bytes]]:
-    r = m.request
-    parts = _blob_parts(r.blobs, "Forward")
-    head = (m.client_host, m.client_port, int(r.kind), r.req_id, r.client_id, r.body)
-    return _dumps((*head, list(map(len, parts))), "Forward"), parts
-
-
-def _dec_forward(h: Any, blob: bytes, sender: str, dst: str) -> WireMessage:
-    host, port, kind, req_id, client_id, body, lens = _shape(h, 7, "Forward")
-    if type(port) is not int or not 0 <= port <= 65535:
-        raise _Bad(DropReason.BAD_FIELD, "client_port")
-    if type(kind) is not int or kind not in _CLIENT_KINDS:
-        raise _Bad(DropReason.BAD_FIELD, "kind")
-    request = ClientRequest(
-        ClientKind(kind),
-        _int(req_id, "req_id"),
-        _str(client_id, MAX_CLIENT_ID_CHARS, "client_id"),
-        _body_dict(body, "body"),
-        _split_blobs(lens, blob, "Forward"),
-    )
-    return Forward(_str(host, MAX_HOST_CHARS, "client_host"), port, request)
-
-
-def _enc_ack(m: Ack) -> tuple[bytes, Sequence[bytes]]:
-    flat = [x for lo_hi in m.ranges for x in lo_hi]
-    return _dumps((m.incarnation, flat), "Ack"), ()
-
-
-def _dec_ack(h: Any, blob: bytes, sender: str, dst: str) -> WireMessage:
-    incarnation, flat = _shape(h, 2, "Ack")
-    if type(flat) is not list or len(flat) % 2 or len(flat) > 2 * MAX_ACK_RANGES or blob:
-        raise _Bad(DropReason.BAD_BODY, "Ack.ranges")
-    if _int(incarnation, "incarnation") == 0:
-        raise _Bad(DropReason.BAD_FIELD, "incarnation")
-    for v in flat:
-        _int(v, "Ack.id")
-    ranges = tuple(zip(flat[::2], flat[1::2]))
-    for lo, hi in ranges:
-        if lo > hi:
-            raise _Bad(DropReason.BAD_FIELD, "Ack.range")
-    return Ack(incarnation, ranges)
-
-
-def _enc_fragment(m: Fragment) -> tuple[bytes, Sequence[bytes]]:
-    if type(m.chunk) is not bytes:
-        raise EncodeError("Fragment.chunk must be bytes")
-    return _dumps((m.group_id, m.index, m.count, m.total_len), "Fragment"), (m.chunk,)
-
-
-def _dec_fragment(h: Any, blob: bytes, sender: str, dst: str) -> WireMessage:
-    group_id, index, count, total_len = _shape(h, 4, "Fragment")
-    _int(group_id, "group_id")
-    if type(count) is not int or not 1 <= count <= MAX_FRAGMENTS:
-        raise _Bad(DropReason.BAD_FIELD, "count")
-    if type(index) is not int or not 0 <= index < count:
-        raise _Bad(DropReason.BAD_FIELD, "index")
-    if type(total_len) is not int or not count <= total_len <= MAX_FRAGMENT_TOTAL:
-        raise _Bad(DropReason.BAD_FIELD, "total_len")
-    if not 0 < len(blob) <= total_len:
-        raise _Bad(DropReason.BAD_FIELD, "chunk")
-    return Fragment(group_id, index, count, total_len, blob)
-
-
-def _build_codecs() -> tuple[dict[type, _Codec], dict[int, _Codec]]:
-    by_cls: dict[type, _Codec] = {}
-    for cls, mtype in RAFT_TYPES.items():
-        if cls is cm.AppendEntries:
-            by_cls[cls] = _Codec(mtype, True, _enc_append, _dec_append)
-        else:
-            by_cls[cls] = _raft_codec(mtype, cls)
-    by_cls[Ack] = _Codec(MsgType.ACK, False, _enc_ack, _dec_ack)
-    by_cls[Fragment] = _Codec(MsgType.FRAGMENT, False, _enc_fragment, _dec_fragment)
-    by_cls[Forward] = _Codec(MsgType.FORWARD, False, _enc_forward, _dec_forward)
-    by_code = {c.mtype.value: c for c in by_cls.values()}
-    for kind, mtype in REQUEST_TYPES.items():
-        by_code[mtype.value] = _request_codec(mtype, kind)
-    for kind, mtype in RESPONSE_TYPES.items():
-        by_code[mtype.value] = _response_codec(mtype, kind)
-    return by_cls, by_code
-
-
-_BY_CLASS, _BY_CODE = _build_codecs()
-_TYPES: dict[int, MsgType] = {int(t): t for t in MsgType}
-
-
 # ------------------------------------------------------------------------- encode
 
 
@@ -532,12 +106,12 @@ def encode_body(msg: WireMessage, dst: str = "") -> EncodedBody:
     cls = type(msg)
     if cls is ClientRequest:
         assert isinstance(msg, ClientRequest)
-        codec = _BY_CODE[REQUEST_TYPES[msg.kind].value]
+        codec = BY_CODE[REQUEST_TYPES[msg.kind].value]
     elif cls is ClientResponse:
         assert isinstance(msg, ClientResponse)
-        codec = _BY_CODE[RESPONSE_TYPES[msg.kind].value]
+        codec = BY_CODE[RESPONSE_TYPES[msg.kind].value]
     else:
-        found = _BY_CLASS.get(cls)
+        found = BY_CLASS.get(cls)
         if found is None:
             raise EncodeError(f"no wire encoding for {cls.__name__}")
         codec = found
@@ -599,7 +173,11 @@ def encode(
 
 
 def decode(
-    data: bytes, ctx: WireContext, *, max_bytes: int | None = None, inner: bool = False
+    data: bytes | bytearray | memoryview,
+    ctx: WireContext,
+    *,
+    max_bytes: int | None = None,
+    inner: bool = False,
 ) -> DecodeResult:
     """Parse and check one datagram. Never raises: bad input gives :class:`Dropped`.
 
@@ -608,12 +186,11 @@ def decode(
     carrying FLAG_INNER is refused, so fragments cannot be replayed as a whole.
     """
     try:
-        if type(data) is not bytes:
-            data = bytes(data)
+        raw = data if type(data) is bytes else bytes(data)
         if max_bytes is None:
             max_bytes = ctx.max_message_bytes if inner else ctx.max_datagram_bytes
-        return _decode(data, ctx, max_bytes, inner)
-    except _Bad as bad:
+        return _decode(raw, ctx, max_bytes, inner)
+    except BodyError as bad:
         return Dropped(bad.reason, bad.detail)
     except Exception as exc:  # a bug here must not take the node down; tests assert never
         return Dropped(DropReason.BAD_BODY, f"internal error: {type(exc).__name__}: {exc}")
@@ -638,7 +215,7 @@ def _decode(data: bytes, ctx: WireContext, max_bytes: int, inner: bool) -> Decod
     if not hmac.compare_digest(ctx.tag(memoryview(data)[:body_end]), data[body_end:]):
         return Dropped(DropReason.BAD_TAG)
     # From here on the bytes are authentic: what remains are checks against a buggy peer.
-    codec = _BY_CODE.get(mtype)
+    codec = BY_CODE.get(mtype)
     if codec is None:
         return Dropped(DropReason.UNKNOWN_TYPE, str(mtype))
     if flags & ~KNOWN_FLAGS or bool(flags & FLAG_INNER) != inner:
@@ -678,7 +255,7 @@ def message_type(msg: WireMessage) -> MsgType:
         return REQUEST_TYPES[msg.kind]
     if isinstance(msg, ClientResponse):
         return RESPONSE_TYPES[msg.kind]
-    codec = _BY_CLASS.get(type(msg))
+    codec = BY_CLASS.get(type(msg))
     if codec is None:
         raise EncodeError(f"no wire encoding for {type(msg).__name__}")
     return codec.mtype

@@ -185,14 +185,8 @@ class WireContext:
         return digest
 
     def overhead(self, dst: str = "") -> int:
-        """Envelope bytes around a body sent to ``dst``: header, ids, body length, tag."""
-        return (
-            HEADER_SIZE
-            + len(self.sender_bytes)
-            + len(dst.encode("utf-8"))
-            + BODY_LEN.size
-            + TAG_SIZE
-        )
+        """Envelope bytes around a body (which starts with its u32 length) sent to ``dst``."""
+        return HEADER_SIZE + len(self.sender_bytes) + len(dst.encode("utf-8")) + TAG_SIZE
 
 
 def id_bytes(name: str, value: str, *, allow_empty: bool) -> bytes:

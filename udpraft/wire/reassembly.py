@@ -14,6 +14,9 @@ times. Making room evicts the least recently active group; a group with no activ
 The reassembler checks shape only. The joined bytes are a complete datagram with its own
 authentication tag, which the caller decodes with ``decode(..., inner=True)``: a wrong
 piece from anywhere fails there as ``bad_tag``.
+
+The keys of the last ``remember_completed`` completed groups are kept, so a late duplicate
+piece of a finished message is dropped (``late``) instead of starting it over.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from udpraft.wire.messages import Fragment
 K = TypeVar("K", bound=Hashable)
 
 COUNTER_NAMES = (
-    "completed", "expired", "evicted", "too_big", "inconsistent", "duplicate",
+    "completed", "expired", "evicted", "too_big", "inconsistent", "duplicate", "late",
 )  # fmt: skip
 
 
@@ -53,6 +56,7 @@ class Reassembler(Generic[K]):
         max_messages: int = 64,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE,
         timeout_s: float = 10.0,
+        remember_completed: int = 4096,
         counters: dict[str, int] | None = None,
         prefix: str = "reassembly_",
     ) -> None:
@@ -68,6 +72,8 @@ class Reassembler(Generic[K]):
             self.counters.setdefault(prefix + name, 0)
         self._groups: OrderedDict[K, _Group] = OrderedDict()  # least recently active first
         self._reserved = 0
+        self._completed: OrderedDict[K, None] = OrderedDict()
+        self._remember = max(remember_completed, 0)
 
     def __len__(self) -> int:
         return len(self._groups)
@@ -88,6 +94,9 @@ class Reassembler(Generic[K]):
         group = self._groups.get(key)
         total = frag.total_len
         if group is None:
+            if key in self._completed:
+                self._count("late")
+                return None
             if total > self.max_message_bytes or total > self.max_total_bytes:
                 self._count("too_big")
                 return None
@@ -105,7 +114,8 @@ class Reassembler(Generic[K]):
                 self._drop(key)
                 self._count("inconsistent")
                 return None
-            self._groups.move_to_end(key)
+            self._groups.move_to_end(key)  # order of activity == order of last_s
+            group.last_s = now
         if frag.index in group.chunks:
             self._count("duplicate")
             return None
@@ -115,7 +125,6 @@ class Reassembler(Generic[K]):
             return None
         group.chunks[frag.index] = frag.chunk
         group.received += len(frag.chunk)
-        group.last_s = now
         if len(group.chunks) < group.count:
             return None
         self._drop(key)
@@ -123,6 +132,10 @@ class Reassembler(Generic[K]):
             self._count("inconsistent")
             return None
         self._count("completed")
+        if self._remember:
+            self._completed[key] = None
+            if len(self._completed) > self._remember:
+                self._completed.popitem(last=False)
         chunks = group.chunks
         return b"".join([chunks[i] for i in range(group.count)])
 

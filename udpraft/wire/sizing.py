@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from udpraft.core.messages import AppendEntries
 from udpraft.core.types import Entry
-from udpraft.wire.codec import MAX_FRAGMENTS
+from udpraft.wire.bodies import MAX_FRAGMENTS
 from udpraft.wire.envelope import (
     BODY_LEN,
     HEADER_SIZE,
@@ -82,7 +82,7 @@ def split_append_entries(msg: AppendEntries, max_bytes: int) -> list[AppendEntri
 
 def fragment_chunk_size(ctx: WireContext, dst: str = "") -> int:
     """Largest chunk a FRAGMENT datagram to ``dst`` can carry within the size bound."""
-    return ctx.max_datagram_bytes - ctx.overhead(dst) - _FRAGMENT_HEAD_JSON_MAX
+    return ctx.max_datagram_bytes - ctx.overhead(dst) - BODY_LEN.size - _FRAGMENT_HEAD_JSON_MAX
 
 
 def split_into_fragments(inner: bytes, group_id: int, chunk_size: int) -> list[Fragment]:
