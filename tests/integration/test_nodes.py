@@ -72,7 +72,7 @@ def test_kill_leader_new_leader_nothing_lost(tmp_path: Path) -> None:
         else:
             raise AssertionError("restarted node did not catch up")
         ents = {e.index: e.data for e in cl.retrieve(1)}
-        for i, idx in enumerate(acked):
+        for idx in acked:
             assert idx in ents
 
 
