@@ -40,7 +40,7 @@ from udpraft.core.types import Entry
 from udpraft.io.faults import FaultHook
 from udpraft.io.hist import Histogram
 from udpraft.reliability.endpoint import ReliableEndpoint
-from udpraft.service.logservice import Application, LogService
+from udpraft.service.logservice import APP_PREFIX, Application, LogService, Outcome
 from udpraft.storage.base import LogStore
 from udpraft.wire import (
     ClientKind,
@@ -52,6 +52,18 @@ from udpraft.wire import (
 )
 
 log = logging.getLogger("udpraft.node")
+
+
+class ProposalLost(RaftError):
+    """The proposed entry was overwritten by a new leader: it did not take effect."""
+
+
+class ReadNotConfirmed(RaftError):
+    """Leadership could not be confirmed for a linearizable read; retry (maybe elsewhere)."""
+
+    def __init__(self, leader: str) -> None:
+        super().__init__(f"read not confirmed (leader: {leader or 'unknown'})")
+        self.leader = leader
 
 Addr = tuple[str, int]
 _RAFT = frozenset(MESSAGE_TYPES)
@@ -114,6 +126,7 @@ class NodeRuntime:
         self._proposals: list[tuple[bytes, str, int]] = []
         self._waiters: dict[tuple[str, int], list[tuple[int, Addr, float]]] = {}
         self._reads: dict[int, Callable[[ReadState], None]] = {}
+        self._local_waiters: dict[int, tuple[int, asyncio.Future[Outcome]]] = {}
         self._ready_reads: list[tuple[int, Callable[[ReadState], None], ReadState]] = []
         self._read_ids = 0
         self._tick_handle: asyncio.TimerHandle | None = None
@@ -266,8 +279,16 @@ class NodeRuntime:
 
     def _apply(self, entries: list[Entry]) -> None:
         replies: dict[tuple[Addr, int], list[list[int]]] = {}
+        local = self._local_waiters
         for e in entries:
             out = self.service.apply(e)
+            if local and e.index in local:
+                term, fut = local.pop(e.index)
+                if not fut.done():
+                    if e.term == term and out is not None:
+                        fut.set_result(out)
+                    else:
+                        fut.set_exception(ProposalLost(f"entry {e.index} was overwritten"))
             if out is None or not e.client_id:
                 continue
             ws = self._waiters.pop((e.client_id, e.seq), None)
@@ -329,6 +350,9 @@ class NodeRuntime:
             or not all(type(s) is int and s > 0 for s in seqs)
         ):
             self._reply_error(ClientKind.SUBMIT, req.req_id, reply_to, "bad_request", "seqs/payloads mismatch")
+            return
+        if any(b.startswith(APP_PREFIX) for b in req.blobs):
+            self._reply_error(ClientKind.SUBMIT, req.req_id, reply_to, "bad_request", "payload uses the reserved application prefix")
             return
         if any(len(b) > MAX_ENTRY_BYTES for b in req.blobs):
             self._reply_error(ClientKind.SUBMIT, req.req_id, reply_to, "too_large", f"payload over {MAX_ENTRY_BYTES} bytes")
@@ -500,11 +524,37 @@ class NodeRuntime:
         self.raft.transfer_leadership(target)
         self._kick()
 
-    def propose_local(self, data: bytes) -> int:
-        """Library use: propose from inside the leader's process; returns the entry index."""
-        try:
-            idx = self.raft.propose(data)
-        except RaftError:
-            raise
+    def propose_app(self, command: bytes) -> asyncio.Future[Outcome]:
+        """Propose an application command (e.g. a KV operation); see propose_local."""
+        return self.propose_local(APP_PREFIX + command)
+
+    def propose_local(self, data: bytes) -> asyncio.Future[Outcome]:
+        """Propose from inside this process (library use, the KV layer); leader only.
+
+        Raises NotLeader / ProposalDropped at once; the future resolves with the outcome
+        (index, term, application result) once the entry is applied here, or fails with
+        ProposalLost if a new leader overwrote it. Callers bound the wait themselves.
+        """
+        assert self._loop is not None
+        idx = self.raft.propose(data)
+        fut: asyncio.Future[Outcome] = self._loop.create_future()
+        self._local_waiters[idx] = (self.raft.term, fut)
         self._kick()
-        return idx
+        return fut
+
+    def linearizable_read(self) -> asyncio.Future[int]:
+        """Resolves with the read index once this node has applied it (ReadIndex, §6.4);
+        fails with ReadNotConfirmed when leadership could not be confirmed."""
+        assert self._loop is not None
+        fut: asyncio.Future[int] = self._loop.create_future()
+
+        def done(rs: ReadState) -> None:
+            if fut.done():
+                return
+            if rs.ok:
+                fut.set_result(rs.index)
+            else:
+                fut.set_exception(ReadNotConfirmed(self.raft.leader))
+
+        self.read_index(done)
+        return fut

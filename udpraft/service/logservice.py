@@ -8,6 +8,11 @@ Entries that are not client-visible — the leader's no-ops, duplicates, refused
 are remembered in ``hidden`` so ``retrieve`` returns each submitted payload exactly once, at
 the index it was acknowledged with.
 
+Two kinds of payload share the log: plain client submits (the product of the log itself,
+returned by ``retrieve``) and application commands (e.g. key-value operations), which start
+with ``APP_PREFIX`` and go to the application. Client submits may not start with that prefix
+(the runtime refuses them), so neither can be mistaken for the other.
+
 Pure: the runtime feeds it; the same log gives every replica the same decisions.
 """
 
@@ -18,6 +23,8 @@ from typing import Protocol
 
 from udpraft.core.sessions import SessionTable, Verdict
 from udpraft.core.types import Entry, EntryKind
+
+APP_PREFIX = b"\xffudpraft-app\x00"
 
 
 class Application(Protocol):
@@ -60,19 +67,21 @@ class LogService:
         self.expired = 0
 
     def apply(self, e: Entry) -> Outcome | None:
-        """Apply one committed entry; returns the client outcome (None for no client)."""
+        """Apply one committed entry; returns its outcome (None for a no-op)."""
         if e.index != self.applied_index + 1:
             raise AssertionError(f"apply out of order: {e.index} after {self.applied_index}")
         self.applied_index = e.index
         if e.kind != EntryKind.NORMAL:
             self.hidden.add(e.index)
             return None
+        is_app = e.data.startswith(APP_PREFIX)
+        if is_app:
+            self.hidden.add(e.index)
         if not e.client_id:
-            self.app.apply(e.index, e.data)
-            return None
+            return Outcome(Verdict.APPLY, e.index, e.term, self._run(e) if is_app else b"")
         verdict, cached = self.sessions.check(e.client_id, e.seq, e.ts_ms)
         if verdict == Verdict.APPLY:
-            result = self.app.apply(e.index, e.data)
+            result = self._run(e) if is_app else b""
             self.sessions.record(e.client_id, e.seq, (e.index, e.term, result))
             return Outcome(Verdict.APPLY, e.index, e.term, result)
         self.hidden.add(e.index)
@@ -81,6 +90,9 @@ class LogService:
             return Outcome(Verdict.DUPLICATE, cached[0], cached[1], cached[2])
         self.expired += 1
         return Outcome(Verdict.EXPIRED, e.index, e.term, b"")
+
+    def _run(self, e: Entry) -> bytes:
+        return self.app.apply(e.index, e.data[len(APP_PREFIX) :])
 
     def lookup(self, client_id: str, seq: int) -> Outcome | None:
         """A retried request whose first copy was already applied: answer from the cache."""
