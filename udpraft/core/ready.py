@@ -10,7 +10,10 @@ and then calls ``ready()``. The Ready says, in this order of obligations:
    ``entries[0].index`` first) and, when ``must_sync``, fsync.
 3. ``persisted_messages``: send only after step 2 is durable (votes, append answers,
    anything sent after a term or vote change: Raft Figure 2, "persist before responding").
-4. ``committed_entries``: apply in order.
+4. ``committed_entries``: apply in order. They are durable on a quorum already, so they may
+   be applied as soon as the Ready is taken, before this node's own write completes (the
+   runtime does; the simulator checks both orders) — as long as the state machine is
+   rebuilt from the log after a crash.
 5. ``advance(ready)``: tell the core steps 2-4 happened.
 
 Readies must be advanced in the order they were produced; the runtime may take a new Ready

@@ -216,7 +216,17 @@ class NodeRuntime:
             rd = self.raft.ready()
             for m in rd.messages:
                 self._send_raft(m)
-            self._persist_q.append(rd)
+            # Committed entries are durable on a quorum, so they are applied (and clients
+            # answered) at once rather than behind this node's own fsync: the state machine
+            # is volatile and rebuilt from the log, so nothing depends on the local copy.
+            if rd.committed_entries:
+                self._apply(rd.committed_entries)
+            self._take_read_states(rd)
+            if rd.entries or rd.hard_state is not None or rd.persisted_messages or self._persist_q:
+                self._persist_q.append(rd)
+            else:
+                self.raft.advance(rd)
+        self._serve_reads()
         self._note_role()
         self._flush_net()
         if self._persist_q and self._persist_task is None and not self._stopping:
@@ -263,9 +273,9 @@ class NodeRuntime:
     def _after_persist(self, rd: Ready) -> None:
         for m in rd.persisted_messages:
             self._send_raft(m)
-        if rd.committed_entries:
-            self._apply(rd.committed_entries)
         self.raft.advance(rd)
+
+    def _take_read_states(self, rd: Ready) -> None:
         for rs in rd.read_states:
             handler = self._reads.pop(rs.request_id, None)
             if handler is None:

@@ -37,6 +37,7 @@ class SimConfig:
     disk_ms_min: float = 0.05
     disk_ms_max: float = 2.0
     crash_flush_prefix: bool = True  # a crash may make part of the in-flight writes durable
+    early_apply: bool = False  # apply committed entries when the Ready is taken, not after fsync
     raft: Config = SIM_RAFT_CONFIG
     net: NetConfig = field(default_factory=NetConfig)
 
@@ -271,6 +272,12 @@ class Cluster:
             self._check_ready(n, r, rd)
             for m in rd.messages:
                 self._transmit(m)
+            if self.cfg.early_apply:
+                # As the real runtime does: committed entries are durable on a quorum, so
+                # they may be applied before this node's own copy is.
+                for e in rd.committed_entries:
+                    self._apply(n, e)
+                rd.committed_entries = []
             done = self.now
             if rd.must_sync:
                 done += self.rng.uniform(self.cfg.disk_ms_min, self.cfg.disk_ms_max)

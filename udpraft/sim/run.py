@@ -291,7 +291,10 @@ def run_seed(
         dup=mix.dup,
         long_delay=mix.long_delay,
     )
-    c = Cluster(seed, SimConfig(nodes=nodes, net=net, raft=swarm_config(rng)), trace=trace)
+    early = rng.random() < 0.5
+    c = Cluster(
+        seed, SimConfig(nodes=nodes, net=net, raft=swarm_config(rng), early_apply=early), trace=trace
+    )
     res = SimResult(seed=seed, nodes=nodes, ok=False, mix=mix.describe())
     wl = Workload(c, random.Random(f"{seed}/clients"))
     nem = Nemesis(c, random.Random(f"{seed}/nemesis"), mix)

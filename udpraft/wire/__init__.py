@@ -1,6 +1,6 @@
 """Bytes <-> messages for udpraft: envelope, authentication, bodies, size safety nets.
 
-Pure (no sockets, clocks, files). See envelope.py for the datagram layout and codec.py
+Pure (no sockets, clocks, files). See envelope.py for the datagram layout and bodies.py
 for the body layout and validation rules.
 """
 

@@ -16,7 +16,7 @@ A datagram is ``header | sender | dst | body | tag``::
     30      1     dst length       0..64 (0 = "whoever listens at this address")
     31      n     sender id        UTF-8
     31+n    m     dst id           UTF-8
-    ...           body             see codec.py
+    ...           body             see bodies.py
     -16     16    tag              keyed BLAKE2b-128 over every byte before it
 
 The header is one ``struct`` call each way. Cheap structural checks (size, magic, version,
@@ -48,7 +48,7 @@ VERSION = 1
 HEADER = struct.Struct("!2sBBB8sQQBB")
 HEADER_SIZE = HEADER.size  # 31
 TAG_SIZE = 16
-BODY_LEN = struct.Struct("!I")  # length of the body's JSON header (see codec.py)
+BODY_LEN = struct.Struct("!I")  # length of the body's JSON header (see bodies.py)
 
 MAX_ID_BYTES = 64  # sender / destination ids, UTF-8 bytes
 MAX_U63 = 1 << 63  # every integer on the wire is 0 <= x < 2**63

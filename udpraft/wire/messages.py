@@ -3,7 +3,7 @@
 Raft's own peer messages live in :mod:`udpraft.core.messages`; these sit beside them.
 Client requests and responses keep a generic JSON ``body`` (the client library and the
 key-value layer shape it) plus ``blobs``: opaque payloads carried as raw bytes after the
-JSON header, never base64 (see codec.py). A submit carries its payload(s) as blobs, a
+JSON header, never base64 (see bodies.py). A submit carries its payload(s) as blobs, a
 retrieve response can carry entries with :func:`udpraft.wire.entries_to_wire`.
 
 JSON values round-trip exactly through orjson with two caveats the caller owns: integers

@@ -4,7 +4,7 @@ The core already bounds the bytes it puts in one AppendEntries; these helpers ma
 datagram never exceeds ``max_datagram_bytes`` anyway.
 
 - :func:`split_append_entries` cuts one AppendEntries into consecutive ones, each provably
-  under the bound (the size estimate is an upper bound of the encoding in codec.py, so no
+  under the bound (the size estimate is an upper bound of the encoding in bodies.py, so no
   trial encode is needed). Chunk k+1's ``prev_index``/``prev_term`` are chunk k's last
   entry, so the follower sees a normal run of appends. An entry too big on its own stays
   alone in its chunk: it is the fragmenter's job.
