@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.verbose:
             print(r.line(), flush=True)
     dt = time.perf_counter() - t0
-    print(f"sim seeds={len(seeds)} nodes={args.nodes} failures={failures} seconds={dt:.1f}")
+    print(f"sim seeds={len(seeds)} failures={failures} nodes={args.nodes} seconds={dt:.1f}")
     return 1 if failures else 0
 
 

@@ -11,7 +11,7 @@ from tools.bench import core as bench_core
 def test_sim_cli_prints_summary(capsys: pytest.CaptureFixture[str]) -> None:
     assert sim.main(["--seeds", "1..3", "--nodes", "3"]) == 0
     out = capsys.readouterr().out.strip().splitlines()
-    assert out[-1].startswith("sim seeds=3 nodes=3 failures=0")
+    assert out[-1].startswith("sim seeds=3 failures=0 nodes=3")
 
 
 def test_sim_seed_range_parsing() -> None:
