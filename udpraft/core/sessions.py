@@ -80,13 +80,20 @@ class SessionTable(Generic[R]):
         s = self._sessions.get(client_id)
         if s is None:
             return
-        s.results[seq] = result
+        results = s.results
+        results[seq] = result
         if seq > s.max_seq:
             s.max_seq = seq
+            # Drop cached results that fell below the window, oldest first. Results are kept
+            # in insertion (= apply) order, which is nearly seq order, so this is O(1)
+            # amortized; a straggler below the floor waits until it reaches the front (it
+            # still answers as a duplicate, which is right: it was applied).
             floor = seq - self.window
-            if len(s.results) > self.window:
-                for old in [k for k in s.results if k <= floor]:
-                    del s.results[old]
+            while results:
+                first = next(iter(results))
+                if first > floor:
+                    break
+                del results[first]
 
     def lookup(self, client_id: str, seq: int) -> R | None:
         """Fast path for a leader: a retried request that was already applied."""
