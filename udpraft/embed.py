@@ -1,0 +1,94 @@
+"""Embed a udpraft node in your own asyncio program.
+
+    node = await EmbeddedNode.start("n1", "data/cluster.json", data_dir="data/n1")
+    if node.is_leader:
+        result = await node.submit(b"payload")     # committed: Result(index, term)
+    await node.stop()
+
+The node is a full member of the cluster (it votes, replicates, serves clients on its UDP
+port and its HTTP status port); ``submit`` from inside the leader's process skips the
+network hop from a client to the leader. On a follower it raises ``NotLeader`` naming the
+leader (use a ``Client`` then, or ``transfer_leadership_here``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from aiohttp import web
+
+from udpraft.client.core import Result
+from udpraft.config import load_cluster, load_secret
+from udpraft.core.ready import Role
+from udpraft.io.runtime import NodeRuntime
+from udpraft.io.server import NodeOptions, start_node
+
+
+class EmbeddedNode:
+    def __init__(self, rt: NodeRuntime, runner: web.AppRunner) -> None:
+        self.rt = rt
+        self._runner = runner
+
+    @classmethod
+    async def start(
+        cls, node_id: str, cluster_file: str, data_dir: str | None = None, storage: str = "file"
+    ) -> EmbeddedNode:
+        cluster = load_cluster(cluster_file)
+        me = cluster.node(node_id)
+        opts = NodeOptions(
+            node_id, cluster, load_secret(cluster_file), data_dir or me.data_dir or f"data/{node_id}",
+            storage,
+        )
+        rt, runner = await start_node(opts)
+        return cls(rt, runner)
+
+    @property
+    def is_leader(self) -> bool:
+        return self.rt.raft.role == Role.LEADER
+
+    @property
+    def leader(self) -> str:
+        return self.rt.raft.leader
+
+    def status(self) -> dict[str, Any]:
+        return self.rt.status()
+
+    async def submit(self, data: bytes, timeout: float = 5.0) -> Result:
+        """Append ``data`` (leader only); returns once it is committed and applied here."""
+        out = await asyncio.wait_for(self.rt.propose_local(bytes(data)), timeout)
+        return Result(out.index, out.term)
+
+    async def wait_leader(self, timeout: float = 10.0) -> str:
+        loop = asyncio.get_running_loop()
+        end = loop.time() + timeout
+        while not self.rt.raft.leader:
+            if loop.time() > end:
+                raise TimeoutError("no leader elected")
+            await asyncio.sleep(0.02)
+        return self.rt.raft.leader
+
+    async def transfer_leadership_here(self, timeout: float = 5.0) -> None:
+        """Ask the current leader (over its HTTP port) to hand leadership to this node."""
+        loop = asyncio.get_running_loop()
+        end = loop.time() + timeout
+        import aiohttp
+
+        async with aiohttp.ClientSession() as s:
+            while not self.is_leader:
+                if loop.time() > end:
+                    raise TimeoutError("leadership did not move here")
+                ld = self.rt.raft.leader
+                if ld and ld != self.rt.id:
+                    host, port = self.rt.cluster.node(ld).http
+                    try:
+                        async with s.post(f"http://{host}:{port}/transfer",
+                                          json={"target": self.rt.id}) as r:
+                            await r.read()
+                    except aiohttp.ClientError:
+                        pass
+                await asyncio.sleep(0.2)
+
+    async def stop(self) -> None:
+        await self._runner.cleanup()
+        await self.rt.stop()
