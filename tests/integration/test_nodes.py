@@ -155,3 +155,26 @@ def test_sigterm_stops_gracefully(tmp_path: Path) -> None:
         p = c.procs["n1"]
         c.kill("n1", signal.SIGTERM)
         assert p.returncode == 0
+
+
+def test_cli_submit_retrieve_status(tmp_path: Path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    with local_cluster(tmp_path, 3) as c:
+        c.wait_leader()
+        run = [sys.executable, "-m", "udpraft", "--cluster", str(c.cluster_file)]
+        p = subprocess.run([*run, "submit", "hello"], capture_output=True, text=True, timeout=30)
+        assert p.returncode == 0, p.stderr
+        res = json.loads(p.stdout)
+        assert res["index"] >= 1 and res["term"] >= 1
+        p = subprocess.run([*run, "retrieve", "--start", "1"], capture_output=True, text=True, timeout=30)
+        lines = [json.loads(x) for x in p.stdout.splitlines()]
+        assert [x["data"] for x in lines] == ["hello"] and lines[0]["index"] == res["index"]
+        p = subprocess.run([*run, "status"], capture_output=True, text=True, timeout=30)
+        roles = sorted(json.loads(x)["role"] for x in p.stdout.splitlines())
+        assert roles == ["follower", "follower", "leader"]
+        p = subprocess.run([sys.executable, "-m", "udpraft", "--cluster", str(tmp_path / "nope.json"),
+                            "status"], capture_output=True, text=True, timeout=30)
+        assert p.returncode == 2 and "no cluster file" in p.stderr
