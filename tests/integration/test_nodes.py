@@ -178,3 +178,33 @@ def test_cli_submit_retrieve_status(tmp_path: Path) -> None:
         p = subprocess.run([sys.executable, "-m", "udpraft", "--cluster", str(tmp_path / "nope.json"),
                             "status"], capture_output=True, text=True, timeout=30)
         assert p.returncode == 2 and "no cluster file" in p.stderr
+
+
+def test_http_status_metrics_log_and_fault_errors(tmp_path: Path) -> None:
+    import json
+    import urllib.error
+    import urllib.request
+
+    with local_cluster(tmp_path, 3) as c, Client.from_cluster_file(str(c.cluster_file)) as cl:
+        ld = c.wait_leader()
+        for i in range(5):
+            cl.submit(b"m%d" % i)
+        st = c.status(ld)
+        assert st is not None
+        for k in ("id", "role", "term", "leader", "commit_index", "applied_index",
+                  "last_log_index", "counters", "progress", "links", "events"):
+            assert k in st, k
+        assert set(st["progress"]) == set(c.ids) - {ld}
+        with urllib.request.urlopen(f"http://{c.http[ld]}/metrics", timeout=2) as r:
+            text = r.read().decode()
+        assert "udpraft_is_leader{" in text and "udpraft_fsync_seconds_bucket" in text
+        assert f'udpraft_commit_index{{node="{ld}"}}' in text
+        with urllib.request.urlopen(f"http://{c.http[ld]}/log?tail=3", timeout=2) as r:
+            tail = json.loads(r.read())
+        assert [e["data"] for e in tail] == ["m2", "m3", "m4"] and all(e["committed"] for e in tail)
+        for body in (b"{not json", b'{"drop_pct": 500}', b'{"peers": ["nobody"]}'):
+            req = urllib.request.Request(f"http://{c.http[ld]}/fault", data=body, method="POST")
+            with pytest.raises(urllib.error.HTTPError) as ei:
+                urllib.request.urlopen(req, timeout=2)
+            assert ei.value.code == 400
+            assert "error" in json.loads(ei.value.read())

@@ -1,4 +1,4 @@
-"""The node's HTTP face (aiohttp): /status, /metrics, /fault, /transfer, /health.
+"""The node's HTTP face (aiohttp): /status, /metrics, /log, /fault, /transfer, /health.
 
 The key-value API (etcd v3 JSON) mounts its routes on the same application when enabled.
 Bad requests get a JSON error body; nothing here blocks the event loop.
@@ -59,6 +59,14 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": ctype})
 
 
+async def log_tail(request: web.Request) -> web.Response:
+    try:
+        n = int(request.query.get("tail", "20"))
+    except ValueError:
+        return _error(400, "tail must be an integer")
+    return _json(request.app[RUNTIME_KEY].log_tail(n))
+
+
 async def fault_get(request: web.Request) -> web.Response:
     return _json(request.app[RUNTIME_KEY].faults.describe())
 
@@ -101,6 +109,7 @@ def make_app(rt: NodeRuntime) -> web.Application:
     app.router.add_get("/status", status)
     app.router.add_get("/health", health)
     app.router.add_get("/metrics", metrics)
+    app.router.add_get("/log", log_tail)
     app.router.add_get("/fault", fault_get)
     app.router.add_post("/fault", fault_set)
     app.router.add_delete("/fault", fault_clear)

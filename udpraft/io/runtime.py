@@ -25,7 +25,7 @@ import os
 import random
 import secrets
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -133,6 +133,9 @@ class NodeRuntime:
         self._ep_timer: asyncio.TimerHandle | None = None
         self._stopping = False
         self.on_event: Callable[[str, dict[str, Any]], None] | None = None
+        self.events: deque[dict[str, Any]] = deque(maxlen=200)  # role/term changes, for views
+        self.link_out: Counter[str] = Counter()  # Raft messages sent, per peer
+        self.link_in: Counter[str] = Counter()  # Raft messages received, per peer
         self._last_role = self.raft.role
         self._last_term = self.raft.term
 
@@ -173,6 +176,7 @@ class NodeRuntime:
                 if rm.src != d.sender or self.addr_of.get(rm.src) is None:
                     self.counters["drop_src_mismatch"] += 1
                     continue
+                self.link_in[rm.src] += 1
                 self.raft.step(rm)
             elif isinstance(m, ClientRequest):
                 self._on_client(m, addr, forwarded=False)
@@ -455,6 +459,7 @@ class NodeRuntime:
         delay = self.faults.outbound(m.dst) if self.faults.active() else 0.0
         if delay is None:
             return
+        self.link_out[m.dst] += 1
         if delay > 0 and self._loop is not None:
             self._loop.call_later(delay, self._send_later, addr, m)
             return
@@ -509,8 +514,11 @@ class NodeRuntime:
         if r.role != self._last_role or r.term != self._last_term:
             if r.role == Role.LEADER and self._last_role != Role.LEADER:
                 log.info("node %s: leader for term %d", self.id, r.term)
+            ev = {"ts": time.time(), "role": r.role.name.lower(), "term": r.term,
+                  "leader": r.leader}
+            self.events.append(ev)
             if self.on_event is not None:
-                self.on_event("role", {"role": r.role.name.lower(), "term": r.term})
+                self.on_event("role", ev)
             self._last_role = r.role
             self._last_term = r.term
 
@@ -528,7 +536,26 @@ class NodeRuntime:
             "waiters": len(self._waiters),
         }
         st["faults"] = self.faults.describe()
+        st["links"] = {
+            p: {"out": self.link_out[p], "in": self.link_in[p]} for p in self.addr_of if p != self.id
+        }
+        st["events"] = list(self.events)[-20:]
         return st
+
+    def log_tail(self, n: int) -> list[dict[str, Any]]:
+        """The last ``n`` log entries, for views: index, term, kind, data prefix, committed."""
+        lg = self.raft.log
+        hi = lg.last_index()
+        lo = max(lg.first_index(), hi - max(0, min(n, 1000)) + 1)
+        out = []
+        for i in range(lo, hi + 1):
+            e = lg.entry(i)
+            out.append({
+                "index": e.index, "term": e.term, "kind": e.kind.name.lower(),
+                "data": e.data[:32].decode("utf-8", "replace"), "size": len(e.data),
+                "committed": e.index <= lg.committed,
+            })
+        return out
 
     def transfer_leadership(self, target: str) -> None:
         self.raft.transfer_leadership(target)
