@@ -42,8 +42,8 @@ from launcher.cluster import ClusterSupervisor, SupervisorOptions
 from tools.checker import (
     AbsoluteLogModel,
     Model,
-    RegisterModel,
     Recorder,
+    RegisterModel,
     check_log,
     check_partitioned,
     save_history,

@@ -38,8 +38,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     data_dir = a.data_dir or me.data_dir or os.path.join("data", a.id)
     from udpraft.io.server import NodeOptions, serve
+    from udpraft.kv.server import kv_app_factory
 
-    opts = NodeOptions(a.id, cluster, secret, data_dir, a.storage, tick_s=a.tick_ms / 1000.0)
+    opts = NodeOptions(
+        a.id, cluster, secret, data_dir, a.storage, tick_s=a.tick_ms / 1000.0,
+        app_factory=kv_app_factory,  # every node serves the etcd v3 JSON API on its http port
+    )
     try:
         import uvloop
 

@@ -127,6 +127,8 @@ class NodeRuntime:
         self._waiters: dict[tuple[str, int], list[tuple[int, Addr, float]]] = {}
         self._reads: dict[int, Callable[[ReadState], None]] = {}
         self._local_waiters: dict[int, tuple[int, asyncio.Future[Outcome]]] = {}
+        self._local_props: list[tuple[bytes, asyncio.Future[Outcome]]] = []
+        self._local_deadlines: deque[tuple[float, asyncio.Future[Outcome]]] = deque()
         self._ready_reads: list[tuple[int, Callable[[ReadState], None], ReadState]] = []
         self._read_ids = 0
         self._tick_handle: asyncio.TimerHandle | None = None
@@ -200,6 +202,8 @@ class NodeRuntime:
         self.raft.tick(int(time.time() * 1000))
         self._note_role()
         self.counters["ticks"] += 1
+        if self.counters["ticks"] % 10 == 0:
+            self._expire_local()
         if self.counters["ticks"] % 100 == 0:
             self._expire_waiters()
         self._kick()
@@ -216,6 +220,8 @@ class NodeRuntime:
         if self._proposals:
             props, self._proposals = self._proposals, []
             self._propose(props)
+        if self._local_props:
+            self._propose_local_batch()
         while self.raft.has_ready():
             rd = self.raft.ready()
             for m in rd.messages:
@@ -407,6 +413,14 @@ class NodeRuntime:
             for req_id, addr, _t in self._waiters.pop((cid, seq), []):
                 self._reply_error(ClientKind.SUBMIT, req_id, addr, code, code, leader)
 
+    def _expire_local(self) -> None:
+        now = time.monotonic()
+        dl = self._local_deadlines
+        while dl and (dl[0][1].done() or dl[0][0] <= now):
+            _t, fut = dl.popleft()
+            if not fut.done():
+                fut.set_exception(TimeoutError("not committed in time"))
+
     def _expire_waiters(self) -> None:
         cutoff = time.monotonic() - WAITER_TTL_S
         dead = [k for k, ws in self._waiters.items() if all(t < cutoff for _r, _a, t in ws)]
@@ -565,19 +579,38 @@ class NodeRuntime:
         """Propose an application command (e.g. a KV operation); see propose_local."""
         return self.propose_local(APP_PREFIX + command)
 
-    def propose_local(self, data: bytes) -> asyncio.Future[Outcome]:
+    def propose_local(self, data: bytes, timeout_s: float = 30.0) -> asyncio.Future[Outcome]:
         """Propose from inside this process (library use, the KV layer); leader only.
 
-        Raises NotLeader / ProposalDropped at once; the future resolves with the outcome
-        (index, term, application result) once the entry is applied here, or fails with
-        ProposalLost if a new leader overwrote it. Callers bound the wait themselves.
+        Raises NotLeader at once; the future resolves with the outcome (index, term,
+        application result) once the entry is applied here, or fails with ProposalLost if a
+        new leader overwrote it, ProposalDropped if refused, or TimeoutError after
+        ``timeout_s`` (checked every 100 ms; the entry may still commit later).
         """
         assert self._loop is not None
-        idx = self.raft.propose(data)
+        if self.raft.role != Role.LEADER:
+            raise NotLeader(self.raft.leader)
         fut: asyncio.Future[Outcome] = self._loop.create_future()
-        self._local_waiters[idx] = (self.raft.term, fut)
+        # Batched: all local proposals of this loop turn become one propose_batch in _drive.
+        self._local_props.append((data, fut))
+        self._local_deadlines.append((time.monotonic() + timeout_s, fut))
         self._kick()
         return fut
+
+    def _propose_local_batch(self) -> None:
+        props, self._local_props = self._local_props, []
+        try:
+            first = self.raft.propose_batch([(d, "", 0) for d, _f in props])
+        except RaftError as e:
+            for _d, f in props:
+                if not f.done():
+                    f.set_exception(e)
+            return
+        term = self.raft.term
+        waiters = self._local_waiters
+        for i, (_d, f) in enumerate(props):
+            waiters[first + i] = (term, f)
+        self.batch_sizes.observe(len(props))
 
     def linearizable_read(self) -> asyncio.Future[int]:
         """Resolves with the read index once this node has applied it (ReadIndex, §6.4);
