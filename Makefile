@@ -21,7 +21,7 @@ venv: $(VENV)/.stamp
 test-venv: $(VENV)/.stamp-test
 
 run: $(VENV)/.stamp
-	$(VPY) -m tools.sim_demo
+	$(VPY) -m launcher --nodes $(NODES)
 
 lint: $(VENV)/.stamp-test
 	$(VPY) -m ruff check udpraft launcher tools tests loadtest

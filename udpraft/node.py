@@ -22,6 +22,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data-dir", help="default: the cluster file's data_dir, else data/<id>")
     ap.add_argument("--storage", choices=["file", "sqlite", "memory"], default="file")
     ap.add_argument("--tick-ms", type=float, default=10.0)
+    ap.add_argument("--exit-with-parent", action="store_true",
+                    help="stop (gracefully) when the parent process dies (used by the launcher)")
     ap.add_argument("--log-level", default=os.environ.get("UDPRAFT_LOG", "INFO"))
     a = ap.parse_args(argv)
     logging.basicConfig(

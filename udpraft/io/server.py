@@ -68,6 +68,7 @@ class NodeOptions:
     raft_config: Config | None = None
     tick_s: float = 0.01
     app_factory: Callable[[NodeRuntime, web.Application], Application | None] | None = None
+    parent_pid: int = 0  # when set, stop once this process is no longer our parent
 
 
 async def start_node(opts: NodeOptions) -> tuple[NodeRuntime, web.AppRunner]:
@@ -100,8 +101,23 @@ async def serve(opts: NodeOptions) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    watcher = None
+    if opts.parent_pid:
+        watcher = asyncio.create_task(_watch_parent(opts.parent_pid, stop))
     await stop.wait()
+    if watcher is not None:
+        watcher.cancel()
     log.info("node %s: stopping", opts.node_id)
     await runner.cleanup()
     await rt.stop()
     return 0
+
+
+async def _watch_parent(parent_pid: int, stop: asyncio.Event) -> None:
+    """Orphaned (the launcher died, even by SIGKILL): stop like on SIGTERM."""
+    while not stop.is_set():
+        if os.getppid() != parent_pid:
+            log.warning("parent %d is gone; stopping", parent_pid)
+            stop.set()
+            return
+        await asyncio.sleep(0.5)

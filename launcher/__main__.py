@@ -1,0 +1,163 @@
+"""``python -m launcher``: run a udpraft cluster of N node processes on this machine.
+
+    python -m launcher --nodes N [--data-dir DIR] [--host 127.0.0.1] [--base-port P]
+                       [--storage file|sqlite|memory] [--chaos] [--seed S]
+                       [--duration-s SECONDS] [--plain]
+    python -m launcher ctl --data-dir DIR status|leader|kill|pause|resume|partition|...
+
+How this works: the supervisor (cluster.py) starts the nodes and keeps them running; this
+module wires it to the terminal. SIGINT/SIGTERM or the end of ``--duration-s`` set one stop
+event; the main thread then stops the nemesis, then every node (SIGTERM, SIGKILL after
+~5 s), and prints a last summary line. With ``--chaos`` the nemesis (chaos.py) starts once
+every node answers, with the seed printed so the run can be replayed. Exit status: 0 after
+a normal stop, 2 when the cluster cannot be laid out (busy port, node count mismatch).
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from types import FrameType
+
+from launcher.chaos import NemesisRunner
+from launcher.cluster import ClusterSupervisor, SupervisorOptions
+from launcher.events import EventLog
+from launcher.layout import DEFAULT_BASE_PORT, FAULTS_FILE, LayoutError
+from launcher.view import LiveView, PlainPrinter
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(
+        prog="python -m launcher",
+        description="Start, supervise and (with --chaos) torment a udpraft cluster. "
+                    "`python -m launcher ctl --help` drives a running one.")
+    ap.add_argument("--nodes", type=int, default=None,
+                    help="number of nodes (default: as many as DIR's cluster has, else 3)")
+    ap.add_argument("--data-dir", default="data", help="cluster files and node data (./data)")
+    ap.add_argument("--host", default="127.0.0.1", help="address the nodes bind and advertise")
+    ap.add_argument("--base-port", type=int, default=None,
+                    help=f"node i: udp P+i-1, http P+100+i-1 (default {DEFAULT_BASE_PORT}; "
+                         "a reused DIR keeps its ports)")
+    ap.add_argument("--storage", choices=["file", "sqlite", "memory"], default="file")
+    ap.add_argument("--chaos", action="store_true", help="run the seeded nemesis")
+    ap.add_argument("--seed", type=int, default=None, help="nemesis seed (default: random)")
+    ap.add_argument("--duration-s", type=float, default=None, help="stop after this long")
+    ap.add_argument("--plain", action="store_true",
+                    help="log lines instead of the live table even on a terminal")
+    a = ap.parse_args(argv)
+    if a.nodes is not None and a.nodes < 1:
+        ap.error("--nodes must be at least 1")
+    if a.duration_s is not None and a.duration_s <= 0:
+        ap.error("--duration-s must be positive")
+    return a
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["ctl"]:
+        from launcher.ctl import main as ctl_main
+
+        return ctl_main(argv[1:])
+    a = parse_args(argv)
+    started = time.monotonic()
+    deadline = started + a.duration_s if a.duration_s is not None else None
+    live = sys.stdout.isatty() and not a.plain
+    data_dir = Path(a.data_dir)
+    events = EventLog(data_dir / FAULTS_FILE, echo=None if live else PlainPrinter(sys.stdout))
+    opts = SupervisorOptions(data_dir=data_dir, nodes=a.nodes, host=a.host,
+                             base_port=a.base_port, storage=a.storage)
+    try:
+        sup = ClusterSupervisor(opts, events)
+    except (LayoutError, OSError) as e:
+        print(f"launcher: {e}", file=sys.stderr)
+        return 2
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGHUP, on_signal)  # the terminal went away: stop cleanly too
+    if a.storage == "memory":
+        events.emit("warn", "--storage memory: a restarted node comes back with an empty log "
+                    "and no memory of its votes (fine for demos, not for safety tests)")
+    try:
+        sup.start()
+    except (LayoutError, OSError) as e:
+        print(f"launcher: {e}", file=sys.stderr)
+        sup.stop()
+        return 2
+    if deadline is not None:
+        timer = threading.Timer(max(0.0, deadline - time.monotonic()), stop.set)
+        timer.daemon = True
+        timer.start()
+    seed = a.seed if a.seed is not None else random.SystemRandom().randrange(1 << 31)
+    nemesis = _NemesisStarter(sup, seed, deadline, stop)
+    try:
+        if a.chaos:
+            events.emit("info", f"chaos seed {seed} (replay with --chaos --seed {seed})")
+            threading.Thread(target=nemesis.run, daemon=True, name="launcher-nemesis-start").start()
+        if live:
+            view = LiveView(sup)
+            view.footer = f"chaos seed {seed}" if a.chaos else ""
+            view.run(stop)
+        else:
+            while not stop.wait(0.5):
+                pass
+    finally:
+        nemesis.close()
+        sup.stop()
+    print(_summary(sup, nemesis.runner, seed if a.chaos else None, time.monotonic() - started),
+          flush=True)
+    return 0
+
+
+class _NemesisStarter:
+    """Waits for every node to answer, then plays the schedule over what is left of the run."""
+
+    def __init__(self, sup: ClusterSupervisor, seed: int, deadline: float | None,
+                 stop: threading.Event) -> None:
+        self.sup, self.seed, self.deadline, self.stop = sup, seed, deadline, stop
+        self.runner: NemesisRunner | None = None
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def run(self) -> None:
+        while not self.sup.wait_ready(1.0):
+            if self.stop.is_set():
+                return
+        left = self.deadline - time.monotonic() if self.deadline is not None else None
+        with self._lock:
+            if self._closed or (left is not None and left <= 0):
+                return
+            self.runner = NemesisRunner(self.sup, self.seed, left)
+            self.runner.start()
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            if self.runner is not None:
+                self.runner.stop()
+
+
+def _summary(
+    sup: ClusterSupervisor, runner: NemesisRunner | None, seed: int | None, ran_s: float
+) -> str:
+    restarts = sum(sup.restarts(n) for n in sup.ids)
+    parts = [f"launcher cluster={sup.config.cluster} nodes={len(sup.ids)}",
+             f"ran_s={ran_s:.1f} restarts={restarts} faults={sup.events.faults_written}"]
+    if seed is not None:
+        healthy = runner.healthy_at_end if runner is not None else None
+        parts.append(f"chaos_seed={seed} healthy_at_end="
+                     + ("unknown" if healthy is None else str(healthy).lower()))
+    return " ".join(parts)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

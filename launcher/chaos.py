@@ -1,0 +1,215 @@
+"""Playing a nemesis schedule against a live cluster: ``NemesisRunner``.
+
+How this works: a thread draws the schedule from ``random.Random(seed)`` (nemesis.py; pure,
+so a seed replays the same faults) and plays each action at its offset from the start. What
+only the running cluster knows is settled at play time:
+
+- the leader, for ``kill_leader`` (taken from /status; without one, a random node from a
+  second generator seeded from the same seed);
+- the minority bound against reality: before a fault, the runner waits (``settle_s``) until
+  the nodes already faulty (down, paused, or silent) plus the new targets are a minority;
+  if they never are, the fault and its heal are skipped and logged, never forced;
+- "healed" for a killed node means "answers /status again": its heal starts it at once if
+  its restart is still waiting on backoff, then waits for it.
+
+After the last heal (the schedule keeps ``Timing.tail_s`` quiet at the end) the runner heals
+everything once more and checks the cluster converges: every node answers and one leader
+is known. ``healthy_at_end`` holds the verdict. A runner stopped early heals what it broke.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from launcher.cluster import ClusterSupervisor
+from launcher.nemesis import (
+    DEFAULT_WEIGHTS,
+    FaultAction,
+    Timing,
+    describe,
+    generate_schedule,
+    minority,
+)
+
+CHUNK_S = 300.0  # a run without an end draws its schedule this many seconds at a time
+SETTLE_S = 5.0  # longest wait for the cluster to be ready for the next fault / for a heal
+
+
+class NemesisRunner:
+    def __init__(
+        self,
+        sup: ClusterSupervisor,
+        seed: int,
+        duration_s: float | None = None,
+        timing: Timing | None = None,
+        weights: Mapping[str, float] = DEFAULT_WEIGHTS,
+        settle_s: float = SETTLE_S,
+    ) -> None:
+        self.sup = sup
+        self.seed = seed
+        self.duration_s = duration_s
+        self.timing = timing or Timing()
+        self.weights = weights
+        self.settle_s = settle_s
+        self.schedule_rng = random.Random(seed)
+        self.runtime_rng = random.Random(seed ^ 0x5EED)
+        self.schedule: list[FaultAction] = []
+        self.active: dict[int, tuple[str, list[str]]] = {}  # fault_id -> (kind, targets)
+        self.played = 0
+        self.skipped = 0
+        self.healthy_at_end: bool | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._t0 = 0.0
+
+    # ---------------------------------------------------------------- control
+
+    def start(self) -> None:
+        self._t0 = time.monotonic()
+        self._thread = threading.Thread(target=self._run, name="launcher-nemesis", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=2 * self.settle_s + 5.0)
+
+    def join(self, timeout_s: float | None = None) -> None:
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+
+    def done(self) -> bool:
+        return self._thread is not None and not self._thread.is_alive()
+
+    # ---------------------------------------------------------------- the run
+
+    def _run(self) -> None:
+        ids = self.sup.ids
+        offset, fid = 0.0, 1
+        while not self._stop.is_set():
+            chunk = self.duration_s if self.duration_s is not None else CHUNK_S
+            part = generate_schedule(self.schedule_rng, ids, chunk, self.timing, self.weights,
+                                     offset_s=offset, first_fault_id=fid)
+            self.schedule += part
+            faults = sum(1 for a in part if not a.is_heal)
+            self.sup.events.emit("info", f"nemesis: seed {self.seed}, {faults} faults over "
+                                 f"{offset:.0f}..{offset + chunk:.0f}s (minority "
+                                 f"{minority(len(ids))} of {len(ids)})")
+            for action in part:
+                if self._stop.wait(max(0.0, self._t0 + action.at_s - time.monotonic())):
+                    break
+                self._play(action)
+            if self.duration_s is not None:
+                break
+            offset += chunk
+            fid += faults
+        if self._stop.is_set():
+            self._heal_active()  # stopped early: leave no partition or pause behind
+        else:
+            self._finish()
+
+    def _play(self, action: FaultAction) -> None:
+        try:
+            if action.is_heal:
+                self._heal(action)
+            else:
+                self._fault(action)
+        except Exception as e:  # a nemesis bug must not take the launcher down with it
+            self.sup.events.emit("warn", f"nemesis: {describe(action)} failed: {e!r}")
+
+    def _details(self, action: FaultAction) -> dict[str, Any]:
+        return {"fault_id": action.fault_id, "seed": self.seed, "at_s": action.at_s}
+
+    def _fault(self, action: FaultAction) -> None:
+        sup, budget = self.sup, minority(len(self.sup.ids))
+        wanted = set(action.targets)
+        if action.kind == "kill_leader":
+            wanted = {self._leader_or_any()}
+        if not self._wait(lambda: len(sup.faulty() | wanted) <= budget, self.settle_s):
+            self.skipped += 1
+            sup.events.emit("warn", f"nemesis: skipped {describe(action)}: already faulty "
+                            f"{sorted(sup.faulty())}, bound {budget}")
+            return
+        targets = sorted(wanted, key=sup.ids.index)
+        d = self._details(action)
+        kind = action.kind
+        if kind in ("kill", "kill_leader"):
+            if kind == "kill_leader":  # the leader may have moved while we waited
+                targets = [self._leader_or_any()]
+                d["leader"] = targets[0] == sup.leader()
+            for nid in targets:
+                sup.kill(nid, kind=kind, **d)
+        elif kind == "pause":
+            for nid in targets:
+                sup.pause(nid, **d)
+        elif kind in ("partition", "split"):
+            sup.partition(targets, kind=kind, **d)
+        elif kind == "loss":
+            sup.degrade(targets, drop_pct=action.param("drop_pct"), kind=kind, **d)
+        elif kind == "delay":
+            sup.degrade(targets, delay_ms=action.param("delay_ms"),
+                        jitter_ms=action.param("jitter_ms"), kind=kind, **d)
+        else:
+            raise ValueError(f"unknown fault kind {kind!r}")
+        self.active[action.fault_id] = (kind, targets)
+        self.played += 1
+
+    def _heal(self, action: FaultAction) -> None:
+        got = self.active.pop(action.fault_id, None)
+        if got is None:
+            return  # its fault was skipped
+        kind, targets = got
+        sup, d = self.sup, self._details(action)
+        if kind in ("kill", "kill_leader"):
+            for nid in targets:
+                sup.start_node(nid)  # skip what is left of its restart backoff
+            back = self._wait(lambda: all(sup.answering(n) for n in targets), self.settle_s)
+            sup.events.fault("heal", targets, heals=kind, back=back,
+                             pids=[sup.pids()[n] for n in targets], **d)
+        elif kind in ("partition", "split"):
+            sup.heal(None, heals=kind, **d)  # both sides of the cut
+        else:
+            sup.heal(targets, heals=kind, **d)
+
+    def _wait(self, cond: Callable[[], bool], timeout_s: float) -> bool:
+        """Poll ``cond`` until true or ``timeout_s``; a stopped runner stops waiting."""
+        deadline = time.monotonic() + timeout_s
+        while not cond():
+            if time.monotonic() >= deadline or self._stop.wait(0.05):
+                return cond()
+        return True
+
+    def _leader_or_any(self) -> str:
+        if self._wait(lambda: self.sup.leader() is not None, min(2.0, self.settle_s)):
+            leader = self.sup.leader()
+            if leader is not None:
+                return leader
+        up = [n for n in self.sup.ids if self.sup.answering(n)] or self.sup.ids
+        return self.runtime_rng.choice(up)
+
+    def _heal_active(self) -> None:
+        for fid in list(self.active):
+            kind, targets = self.active[fid]
+            self._play(FaultAction(0.0, "heal", fid, tuple(targets), heals=kind))
+
+    def _finish(self) -> None:
+        sup = self.sup
+        self._heal_active()
+        if self.duration_s is None:
+            wait_s = self.settle_s
+        else:
+            wait_s = max(0.5, self._t0 + self.duration_s - time.monotonic() - 0.5)
+        self.healthy_at_end = self._wait(
+            lambda: not sup.faulty() and sup.leader() is not None, min(wait_s, 2 * self.settle_s))
+        leader = sup.leader()
+        up = sum(1 for n in sup.ids if sup.answering(n))
+        verdict = "healthy" if self.healthy_at_end else "NOT healthy"
+        sup.events.emit(
+            "info" if self.healthy_at_end else "warn",
+            f"nemesis done: {self.played} faults played, {self.skipped} skipped; cluster "
+            f"{verdict}: {up}/{len(sup.ids)} nodes answer, leader {leader or '-'}",
+        )
