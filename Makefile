@@ -5,7 +5,12 @@ VPY := $(VENV)/bin/python
 NODES ?= 5
 SIM_SEEDS ?= 500
 
-.PHONY: run test venv test-venv lint typecheck sim clean
+# System packages some tests need (real etcd for differential tests, chromium for the
+# dashboard test, nftables for the network-namespace partition test). Installed with apt-get
+# when missing; where that is impossible the tests that need them skip with a message.
+SYS_PKGS := etcd-server etcd-client chromium nftables iproute2
+
+.PHONY: run test venv test-venv lint typecheck sim clean sysdeps
 
 $(VENV)/.stamp: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -29,7 +34,16 @@ lint: $(VENV)/.stamp-test
 
 typecheck: lint
 
-test: $(VENV)/.stamp-test
+sysdeps:
+	@missing=""; for p in $(SYS_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	  echo "installing system packages:$$missing"; \
+	  if ! (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing) >/tmp/udpraft-apt.log 2>&1; then \
+	    echo "WARNING: could not install$$missing (see /tmp/udpraft-apt.log); tests needing them will skip"; fi; \
+	else echo "WARNING: missing$$missing and no root apt-get; tests needing them will skip"; fi
+
+test: $(VENV)/.stamp-test sysdeps
 	$(VPY) -m ruff check udpraft launcher tools tests loadtest
 	$(VPY) -m mypy
 	UDPRAFT_SIM_SEEDS=$(SIM_SEEDS) $(VPY) -m pytest -q -n 2 tests
