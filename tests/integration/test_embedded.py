@@ -44,3 +44,35 @@ def test_embedded_node_leads_and_commits(tmp_path: Path) -> None:
         assert {b"e%d" % i for i in range(200)} <= got
     finally:
         c.stop_all()
+
+
+def test_entry_bigger_than_a_datagram_replicates_in_fragments(tmp_path: Path) -> None:
+    import json
+    import urllib.request
+
+    c = LocalCluster(tmp_path, 3)
+    try:
+        for nid in c.ids[1:]:
+            c.start(nid)
+
+        async def run() -> int:
+            node = await EmbeddedNode.start("n1", str(c.cluster_file), str(tmp_path / "n1"))
+            try:
+                await node.wait_leader(15)
+                await node.transfer_leadership_here(15)
+                big = bytes(range(256)) * 800  # 204,800 bytes: about four datagrams
+                r = await node.submit(big, timeout=20)
+                return r.index
+            finally:
+                await node.stop()
+
+        idx = asyncio.run(run())
+        for nid in c.ids[1:]:
+            with urllib.request.urlopen(f"http://{c.http[nid]}/log?tail=5", timeout=2) as resp:
+                tail = json.loads(resp.read())
+            sizes = {e["index"]: e["size"] for e in tail}
+            assert sizes.get(idx) == 204_800, (nid, tail)
+            st = c.status(nid)
+            assert st is not None and st["counters"].get("transport_delivered", 0) > 0
+    finally:
+        c.stop_all()
