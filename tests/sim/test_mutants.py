@@ -14,11 +14,17 @@ import pytest
 from tests.sim.test_lab_scenarios import make, one
 from udpraft.core import raft as raft_mod
 from udpraft.core.log import RaftLog
-from udpraft.core.messages import AppendEntries, AppendResp, RequestVote, RequestVoteResp
+from udpraft.core.messages import (
+    AppendEntries,
+    AppendResp,
+    InstallSnapshot,
+    RequestVote,
+    RequestVoteResp,
+)
 from udpraft.core.raft import RaftNode
 from udpraft.core.readonly import PendingRead
 from udpraft.core.ready import Config, Role
-from udpraft.core.types import Entry, HardState
+from udpraft.core.types import Entry, HardState, SnapshotMeta
 from udpraft.sim.cluster import SimNode
 from udpraft.sim.invariants import InvariantViolation
 from udpraft.sim.run import run_seed
@@ -85,15 +91,28 @@ def _read_without_quorum(self: RaftNode, r: PendingRead) -> None:
     self._release_read(r, True)
 
 
-def _forget_vote(self: SimNode, rd: object, n_entries: int | None = None) -> None:
+def _forget_vote(
+    self: SimNode, rd: object, n_entries: int | None = None, snap_state: object = None
+) -> None:
     hs = getattr(rd, "hard_state", None)
     if hs is not None:
         rd.hard_state = HardState(hs.term, "", hs.commit)  # type: ignore[attr-defined]
         # BUG: the vote never reaches the disk
-    _orig_persist(self, rd, n_entries)  # type: ignore[arg-type]
+    _orig_persist(self, rd, n_entries, snap_state)  # type: ignore[arg-type]
 
 
 _orig_persist = SimNode.persist
+
+
+def _install_stale_snapshot(self: RaftNode, m: InstallSnapshot) -> None:
+    # BUG: no "older than what we have" check: a delayed snapshot rolls the node back.
+    self._become_follower(self.term, m.src, reset_timer=True)
+    self.log.committed = min(self.log.committed, m.index)
+    self.log.restore(m.index, m.snap_term)
+    meta = SnapshotMeta(m.index, m.snap_term)
+    self._snapshot_to_install = meta
+    self.snapshot = meta
+    self._send(AppendResp(self.id, m.src, self.term, True, m.index))
 
 # Bugs a random seed sweep finds. Two classic ones are too rare for a random sweep with this
 # core's no-op-on-election and term-wise probing — committing a previous-term entry by
@@ -104,6 +123,9 @@ MUTANTS: dict[str, tuple[object, str, Callable[..., object], range, int]] = {
     "truncate_on_stale_append": (RaftLog, "maybe_append", _truncate_always, range(1, 200), 5),
     "vote_twice_in_a_term": (RaftNode, "_on_request_vote", _vote_twice, range(1, 200), 5),
     "stale_read_without_quorum": (RaftNode, "_leader_read", _read_without_quorum, range(1, 200), 5),
+    "install_stale_snapshot": (
+        RaftNode, "_on_install_snapshot", _install_stale_snapshot, range(1, 300), 5,
+    ),
     "ack_before_persist": (
         raft_mod,
         "_AFTER_PERSIST",

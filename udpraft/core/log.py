@@ -149,6 +149,51 @@ class RaftLog:
             return True
         return False
 
+    # -- snapshots -----------------------------------------------------------------------
+
+    @property
+    def offset_term(self) -> int:
+        return self._entries[0].term
+
+    def compact(self, index: int) -> None:
+        """Forget entries up to ``index`` (a durable snapshot covers them).
+
+        Only applied entries may go (the snapshot holds their effect); they must also be
+        durable, or a crash could leave a gap between the snapshot and the stored log.
+        """
+        if index <= self.offset:
+            return
+        if index > self.applied or index > self.stable:
+            raise ValueError(f"cannot compact to {index}: applied {self.applied}, stable {self.stable}")
+        term = self._entries[index - self.offset].term
+        del self._entries[1 : index - self.offset + 1]
+        self._entries[0] = Entry(index, term)
+        self.offset = index
+
+    def restore(self, index: int, term: int) -> bool:
+        """Install a snapshot ending at (index, term); returns True when the suffix is kept.
+
+        Dissertation §5.4.1 / Raft §7: if the log holds an entry with the snapshot's index and
+        term, the entries after it stay (they match the leader's); otherwise the whole log
+        is discarded. Either way everything up to ``index`` counts as committed and applied.
+        """
+        keep = self.term(index) == term
+        if keep:
+            del self._entries[1 : index - self.offset + 1]
+        else:
+            del self._entries[1:]
+        self._entries[0] = Entry(index, term)
+        self.offset = index
+        last = self.last_index()
+        self.unstable_from = min(max(self.unstable_from, index + 1), last + 1)
+        if not keep:
+            self.unstable_from = index + 1
+        self.stable = max(min(self.stable, last), index) if keep else index
+        self.committed = max(self.committed, index)
+        self.applied = max(self.applied, index)
+        self.applying = max(self.applying, index)
+        return keep
+
     # -- ready bookkeeping ---------------------------------------------------------------
 
     def take_unstable(self) -> list[Entry]:

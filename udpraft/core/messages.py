@@ -105,6 +105,22 @@ class TimeoutNow:
 
 
 @dataclass(frozen=True, slots=True)
+class InstallSnapshot:
+    """Raft §7: the leader's log no longer holds what this follower needs.
+
+    The core names only the snapshot's last index and term; the runtime carries the
+    snapshot's bytes out of band (chunked, checksummed) and steps this message into the
+    receiver's core once the whole snapshot has arrived intact. The answer is an AppendResp.
+    """
+
+    src: str
+    dst: str
+    term: int
+    index: int
+    snap_term: int
+
+
+@dataclass(frozen=True, slots=True)
 class ReadIndexReq:
     """A follower asks the leader for a read index on behalf of a local read (§6.4)."""
 
@@ -134,6 +150,7 @@ Message = (
     | Heartbeat
     | HeartbeatResp
     | TimeoutNow
+    | InstallSnapshot
     | ReadIndexReq
     | ReadIndexResp
 )
@@ -150,4 +167,5 @@ MESSAGE_TYPES: tuple[type, ...] = (
     TimeoutNow,
     ReadIndexReq,
     ReadIndexResp,
+    InstallSnapshot,
 )

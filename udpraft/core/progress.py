@@ -21,6 +21,7 @@ from enum import IntEnum
 class ProgressState(IntEnum):
     PROBE = 0
     REPLICATE = 1
+    SNAPSHOT = 2  # the follower needs entries we compacted: a snapshot is on its way
 
 
 class Progress:
@@ -29,8 +30,10 @@ class Progress:
         "match",
         "max_inflight",
         "next",
+        "pending_snapshot",
         "probe_sent",
         "recent_active",
+        "snapshot_ticks",
         "stall",
         "state",
     )
@@ -44,15 +47,31 @@ class Progress:
         self.inflight: deque[int] = deque()  # last index of each unacknowledged append
         self.max_inflight = max_inflight
         self.stall = 0  # heartbeat answers seen while the window did not move
+        self.pending_snapshot = 0
+        self.snapshot_ticks = 0
 
     def paused(self) -> bool:
         if self.state == ProgressState.PROBE:
             return self.probe_sent
+        if self.state == ProgressState.SNAPSHOT:
+            return True
         return len(self.inflight) >= self.max_inflight
 
+    def become_snapshot(self, index: int) -> None:
+        self.state = ProgressState.SNAPSHOT
+        self.pending_snapshot = index
+        self.snapshot_ticks = 0
+        self.inflight.clear()
+        self.probe_sent = False
+
     def become_probe(self) -> None:
+        if self.state == ProgressState.SNAPSHOT:
+            # After a snapshot the follower holds at least what it covered.
+            self.next = max(self.match, self.pending_snapshot) + 1
+            self.pending_snapshot = 0
+        else:
+            self.next = self.match + 1
         self.state = ProgressState.PROBE
-        self.next = self.match + 1
         self.probe_sent = False
         self.inflight.clear()
         self.stall = 0
@@ -92,6 +111,8 @@ class Progress:
 
         Returns False for a stale rejection (one that does not concern what we last sent).
         """
+        if self.state == ProgressState.SNAPSHOT:
+            return False  # a late answer to an append sent before the snapshot
         if self.state == ProgressState.REPLICATE:
             if rejected <= self.match:
                 return False

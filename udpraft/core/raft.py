@@ -27,6 +27,7 @@ from udpraft.core.messages import (
     AppendResp,
     Heartbeat,
     HeartbeatResp,
+    InstallSnapshot,
     Message,
     PreVote,
     PreVoteResp,
@@ -39,7 +40,14 @@ from udpraft.core.messages import (
 from udpraft.core.progress import Progress, ProgressState
 from udpraft.core.readonly import PendingRead, ReadOnly
 from udpraft.core.ready import Config, ReadState, Ready, Role
-from udpraft.core.types import EMPTY_HARD_STATE, Entry, EntryKind, HardState
+from udpraft.core.types import (
+    EMPTY_HARD_STATE,
+    NO_SNAPSHOT,
+    Entry,
+    EntryKind,
+    HardState,
+    SnapshotMeta,
+)
 
 # Messages that always wait for the Ready's persistence: they vouch for durable state.
 _AFTER_PERSIST = (AppendResp, RequestVote, RequestVoteResp)
@@ -55,6 +63,7 @@ class RaftNode:
         config: Config | None = None,
         hard_state: HardState = EMPTY_HARD_STATE,
         entries: Sequence[Entry] = (),
+        snapshot: SnapshotMeta = NO_SNAPSHOT,
     ) -> None:
         self.cfg = config or Config()
         self.cfg.validate()
@@ -69,7 +78,11 @@ class RaftNode:
         # committed, so commit is re-learned from the leader after a restart.
         self.term = hard_state.term
         self.vote = hard_state.vote
-        self.log = RaftLog(entries)
+        # After a restart from a snapshot, everything it covers is committed and applied
+        # (the runtime restored the state machine from it); the log continues after it.
+        self.log = RaftLog(entries, snapshot.index, snapshot.term)
+        self.snapshot = snapshot  # the latest snapshot this node holds durably
+        self._snapshot_to_install: SnapshotMeta | None = None
         self.role = Role.FOLLOWER
         self.leader = ""
         self.votes: dict[str, bool] = {}
@@ -101,6 +114,7 @@ class RaftNode:
             TimeoutNow: self._on_timeout_now,
             ReadIndexReq: self._on_read_index_req,
             ReadIndexResp: self._on_read_index_resp,
+            InstallSnapshot: self._on_install_snapshot,
         }
 
     # ================================================================== public inputs
@@ -185,6 +199,32 @@ class RaftNode:
         if self.role != Role.LEADER:
             self._campaign(pre=self.cfg.pre_vote, transfer=False)
 
+    def compact(self, snapshot: SnapshotMeta) -> None:
+        """The runtime made a snapshot at ``snapshot.index`` durable: drop the log up to it.
+
+        The index must be applied here (the snapshot holds its effect) and durable in the log
+        (so no gap can open between snapshot and log across a crash).
+        """
+        if snapshot.index <= self.log.offset:
+            return
+        if self.log.term(snapshot.index) != snapshot.term:
+            raise InvalidRequest(f"snapshot {snapshot} does not match the log")
+        try:
+            self.log.compact(snapshot.index)
+        except ValueError as e:
+            raise InvalidRequest(str(e)) from None
+        self.snapshot = snapshot
+
+    def report_snapshot(self, peer: str, ok: bool) -> None:
+        """The runtime's transfer of a snapshot to ``peer`` ended (ok=False: it gave up)."""
+        pr = self.progress.get(peer)
+        if self.role != Role.LEADER or pr is None or pr.state != ProgressState.SNAPSHOT:
+            return
+        if not ok:
+            pr.pending_snapshot = 0
+            pr.become_probe()
+        # on success wait for the follower's AppendResp, which moves it on
+
     # ================================================================== ready / advance
 
     def has_ready(self) -> bool:
@@ -194,6 +234,7 @@ class RaftNode:
             or self._msgs
             or self._pmsgs
             or self._read_states
+            or self._snapshot_to_install is not None
             or self.log.has_unstable()
             or self.log.committed > self.log.applying
             or (self.term, self.vote) != (self._hs_handed.term, self._hs_handed.vote)
@@ -205,8 +246,9 @@ class RaftNode:
         if (self.term, self.vote) != (self._hs_handed.term, self._hs_handed.vote):
             self._hs_handed = HardState(self.term, self.vote, self.log.committed)
             rd.hard_state = self._hs_handed
+        rd.snapshot, self._snapshot_to_install = self._snapshot_to_install, None
         rd.entries = self.log.take_unstable()
-        rd.must_sync = rd.hard_state is not None or bool(rd.entries)
+        rd.must_sync = rd.hard_state is not None or bool(rd.entries) or rd.snapshot is not None
         rd.messages, self._msgs = self._msgs, []
         rd.persisted_messages, self._pmsgs = self._pmsgs, []
         rd.committed_entries = self.log.take_committed(self.cfg.max_apply_entries)
@@ -217,6 +259,8 @@ class RaftNode:
         """The runtime persisted ``rd`` (and sent/applied what it should)."""
         if rd.hard_state is not None:
             self._hs_durable = rd.hard_state
+        if rd.snapshot is not None and rd.snapshot.index > self.snapshot.index:
+            self.snapshot = rd.snapshot
         if rd.entries:
             last = rd.entries[-1]
             self.log.stable_to(last.index, last.term)
@@ -426,6 +470,12 @@ class RaftNode:
     def _tick_leader(self) -> None:
         self.heartbeat_elapsed += 1
         self.election_elapsed += 1
+        for p, pr in self.progress.items():
+            if pr.state == ProgressState.SNAPSHOT:
+                pr.snapshot_ticks += 1
+                if pr.snapshot_ticks > 10 * self.cfg.election_ticks:
+                    self._count("snapshot_timeout")  # the runtime never reported: try again
+                    self.report_snapshot(p, False)
         if self.election_elapsed >= self.cfg.election_ticks:
             self.election_elapsed = 0
             if self.cfg.check_quorum:
@@ -456,7 +506,13 @@ class RaftNode:
         prev = pr.next - 1
         prev_term = self.log.term(prev)
         if prev_term is None:
-            self._count("append_prev_missing")
+            if prev < self.log.offset:
+                # Raft §7: what the follower needs was compacted; send the snapshot instead.
+                pr.become_snapshot(self.log.offset)
+                self._send(InstallSnapshot(self.id, peer, self.term, self.log.offset, self.log.offset_term))
+                self._count("snapshots_sent")
+            else:
+                self._count("append_prev_missing")
             return False
         entries = self.log.slice(pr.next, last + 1, self.cfg.max_msg_bytes)
         if not entries and not allow_empty and pr.state == ProgressState.REPLICATE:
@@ -494,6 +550,11 @@ class RaftNode:
             else:
                 self._count("stale_reject")
             return
+        if pr.state == ProgressState.SNAPSHOT:
+            if m.index < pr.pending_snapshot:
+                self._count("stale_ack_during_snapshot")
+                return
+            pr.become_probe()  # the snapshot arrived; next = after it
         advanced = pr.update(m.index)
         if pr.state == ProgressState.PROBE:
             pr.become_replicate()
@@ -595,6 +656,24 @@ class RaftNode:
         self.log.commit_to(min(m.commit, last_new))
         self._send(AppendResp(self.id, m.src, self.term, True, last_new))
 
+    def _on_install_snapshot(self, m: InstallSnapshot) -> None:
+        if self.role == Role.LEADER:
+            self._count("drop_second_leader")
+            return
+        self._become_follower(self.term, m.src, reset_timer=True)
+        if m.index <= self.log.committed or m.snap_term > m.term or m.snap_term < 1:
+            # Stale or duplicated (dissertation §5.4.1: ignore an older snapshot); tell the
+            # leader how far we are so it replicates from there.
+            self._count("snapshot_stale")
+            self._send(AppendResp(self.id, m.src, self.term, True, self.log.committed))
+            return
+        kept = self.log.restore(m.index, m.snap_term)
+        self._count("snapshot_kept_suffix" if kept else "snapshot_replaced_log")
+        meta = SnapshotMeta(m.index, m.snap_term)
+        self._snapshot_to_install = meta
+        self.snapshot = meta
+        self._send(AppendResp(self.id, m.src, self.term, True, m.index))
+
     def _on_heartbeat(self, m: Heartbeat) -> None:
         if self.role == Role.LEADER:
             self._count("drop_second_leader")
@@ -682,6 +761,8 @@ def _sane(m: Message) -> bool:
         return m.ctx >= 0
     if isinstance(m, ReadIndexResp):
         return m.index >= 0
+    if isinstance(m, InstallSnapshot):
+        return m.index >= 0 and m.snap_term >= 0
     return True
 
 

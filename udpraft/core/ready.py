@@ -6,8 +6,9 @@ and then calls ``ready()``. The Ready says, in this order of obligations:
 1. ``messages``: may be sent at once. They depend on nothing that is not yet durable
    (a leader's appends and heartbeats — Raft §10.2.1 lets the leader replicate in parallel
    with its own disk write — pre-votes and heartbeat answers in an unchanged term).
-2. ``hard_state`` and ``entries``: write them (truncating the stored log at
-   ``entries[0].index`` first) and, when ``must_sync``, fsync.
+2. ``snapshot`` (rare: one received from the leader), ``hard_state`` and ``entries``: write
+   them (truncating the stored log at ``entries[0].index`` first) and, when ``must_sync``,
+   fsync.
 3. ``persisted_messages``: send only after step 2 is durable (votes, append answers,
    anything sent after a term or vote change: Raft Figure 2, "persist before responding").
 4. ``committed_entries``: apply in order. They are durable on a quorum already, so they may
@@ -27,7 +28,7 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 
 from udpraft.core.messages import Message
-from udpraft.core.types import Entry, HardState
+from udpraft.core.types import Entry, HardState, SnapshotMeta
 
 
 class Role(IntEnum):
@@ -49,6 +50,9 @@ class ReadState:
 @dataclass(slots=True)
 class Ready:
     hard_state: HardState | None = None
+    # A snapshot received from the leader to install: restore the state machine from it and
+    # make it durable (the stored log then starts after it) before persisted_messages go.
+    snapshot: SnapshotMeta | None = None
     entries: list[Entry] = field(default_factory=list)
     must_sync: bool = False
     messages: list[Message] = field(default_factory=list)
@@ -59,6 +63,7 @@ class Ready:
     def empty(self) -> bool:
         return not (
             self.hard_state
+            or self.snapshot
             or self.entries
             or self.messages
             or self.persisted_messages

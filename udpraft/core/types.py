@@ -52,3 +52,14 @@ class HardState:
 
 
 EMPTY_HARD_STATE = HardState()
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotMeta:
+    """Where a snapshot ends: the index and term of the last entry whose effect it holds."""
+
+    index: int = 0
+    term: int = 0
+
+
+NO_SNAPSHOT = SnapshotMeta()

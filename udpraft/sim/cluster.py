@@ -19,15 +19,24 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from udpraft.core.errors import RaftError
-from udpraft.core.messages import Message
+from udpraft.core.messages import InstallSnapshot, Message
 from udpraft.core.raft import RaftNode
 from udpraft.core.ready import Config, ReadState, Ready, Role
-from udpraft.core.sessions import SessionTable, Verdict
-from udpraft.core.types import EMPTY_HARD_STATE, Entry, EntryKind, HardState
+from udpraft.core.sessions import SessionSnapshot, SessionTable, Verdict
+from udpraft.core.types import (
+    EMPTY_HARD_STATE,
+    NO_SNAPSHOT,
+    Entry,
+    EntryKind,
+    HardState,
+    SnapshotMeta,
+)
 from udpraft.sim.invariants import Invariants
 from udpraft.sim.network import NetConfig, Network
 
 SIM_RAFT_CONFIG = Config(election_ticks=10, heartbeat_ticks=2, max_inflight_msgs=64)
+_MASK = (1 << 64) - 1
+SnapState = tuple[frozenset[tuple[str, int]], SessionSnapshot[int]]
 
 
 @dataclass(slots=True)
@@ -38,6 +47,7 @@ class SimConfig:
     disk_ms_max: float = 2.0
     crash_flush_prefix: bool = True  # a crash may make part of the in-flight writes durable
     early_apply: bool = False  # apply committed entries when the Ready is taken, not after fsync
+    snapshot_every: int = 0  # take a snapshot and compact the log every N applied entries
     raft: Config = SIM_RAFT_CONFIG
     net: NetConfig = field(default_factory=NetConfig)
 
@@ -48,6 +58,8 @@ class SimNode:
         "applied_keys",
         "id",
         "incarnation",
+        "incoming_snap",
+        "installed",
         "last_commit",
         "last_disk_done",
         "led_terms",
@@ -55,6 +67,8 @@ class SimNode:
         "raft",
         "read_waits",
         "sessions",
+        "snap",
+        "snap_state",
         "synced_hs",
         "synced_log",
         "up",
@@ -75,14 +89,33 @@ class SimNode:
         self.sessions: SessionTable[int] = SessionTable()
         self.led_terms: set[int] = set()
         self.read_waits: list[tuple[ReadState, Callable[[SimNode], None]]] = []
+        # Durable snapshot: its meta and the state machine at its index (applied client keys,
+        # session table). The durable log (synced_log) holds the entries after it.
+        self.snap = NO_SNAPSHOT
+        self.snap_state: SnapState = (frozenset(), SessionTable[int]().snapshot())
+        self.incoming_snap: tuple[SnapshotMeta, SnapState] | None = None
+        self.installed = 0  # index of the last snapshot restored into the state machine
 
-    def persist(self, rd: Ready, n_entries: int | None = None) -> None:
+    def persist(self, rd: Ready, n_entries: int | None = None, snap_state: SnapState | None = None) -> None:
+        if rd.snapshot is not None and snap_state is not None and rd.snapshot.index > self.snap.index:
+            meta = rd.snapshot
+            pos = meta.index - self.snap.index  # synced_log[pos - 1] is the entry at meta.index
+            keep = 0 < pos <= len(self.synced_log) and self.synced_log[pos - 1].term == meta.term
+            self.synced_log = self.synced_log[pos:] if keep else []
+            self.snap, self.snap_state = meta, snap_state
         if rd.hard_state is not None:
             self.synced_hs = rd.hard_state
         ents = rd.entries if n_entries is None else rd.entries[:n_entries]
         if ents:
-            del self.synced_log[ents[0].index - 1 :]
+            del self.synced_log[ents[0].index - self.snap.index - 1 :]
             self.synced_log.extend(ents)
+
+    def take_snapshot(self, meta: SnapshotMeta) -> None:
+        """Make a snapshot of the current state machine (at ``meta.index``) durable."""
+        drop = meta.index - self.snap.index
+        self.snap = meta
+        self.snap_state = (frozenset(self.applied_keys), self.sessions.snapshot())
+        del self.synced_log[:drop]
 
 
 class Cluster:
@@ -102,6 +135,11 @@ class Cluster:
         self.trace: list[str] | None = [] if trace else None
         self.on_apply: Callable[[SimNode, Entry, Verdict, int], None] | None = None
         self.elections = 0
+        self._snap_data: dict[int, tuple[SnapshotMeta, SnapState]] = {}
+        # Snapshot state travelling with a Ready from _process to its disk completion.
+        self._rd_state: dict[int, SnapState] = {}
+        self._digests: list[tuple[int, int]] = [(0, 0)]  # per committed index, see _digest_upto
+        self._digest_sessions: SessionTable[int] = SessionTable()
         for i in self.ids:
             self.restart(i)
 
@@ -153,13 +191,17 @@ class Cluster:
             self.cfg.raft,
             n.synced_hs,
             list(n.synced_log),
+            n.snap,
         )
         n.up = True
         n.pending.clear()
-        n.last_commit = 0
-        n.applied = 0
-        n.applied_keys = set()
+        n.last_commit = n.snap.index
+        n.applied = n.snap.index
+        n.applied_keys = set(n.snap_state[0])
         n.sessions = SessionTable()
+        n.sessions.restore(n.snap_state[1])
+        n.incoming_snap = None
+        n.installed = n.snap.index
         n.read_waits = []
         n.last_disk_done = self.now
         self.log(f"{nid} start (term {n.synced_hs.term}, log {len(n.synced_log)})")
@@ -257,10 +299,19 @@ class Cluster:
         n = self.nodes[m.dst]
         if not n.up or n.raft is None or not self.net.can_pass(m.src, m.dst):
             return
+        if isinstance(m, InstallSnapshot):
+            n.incoming_snap = self._snap_data.get(id(m))
         n.raft.step(m)
         self._process(n)
 
     def _transmit(self, m: Message) -> None:
+        if isinstance(m, InstallSnapshot):
+            # As the runtime does: ship the sender's latest durable snapshot (data and all).
+            sender = self.nodes[m.src]
+            if sender.snap.index < m.index:
+                return
+            m = InstallSnapshot(m.src, m.dst, m.term, sender.snap.index, sender.snap.term)
+            self._snap_data[id(m)] = (sender.snap, sender.snap_state)
         for t in self.net.send(m.src, m.dst, type(m).__name__, self.now):
             self._push(t, "deliver", m)
 
@@ -269,6 +320,8 @@ class Cluster:
         assert r is not None
         while r.has_ready():
             rd = r.ready()
+            if rd.snapshot is not None:
+                self._install_snapshot(n, rd)
             self._check_ready(n, r, rd)
             for m in rd.messages:
                 self._transmit(m)
@@ -286,14 +339,68 @@ class Cluster:
             n.pending.append(rd)
             self._push(done, "disk", n.id, n.incarnation)
 
+    def _install_snapshot(self, n: SimNode, rd: Ready) -> None:
+        meta = rd.snapshot
+        assert meta is not None
+        if n.incoming_snap is None or n.incoming_snap[0] != meta:
+            self.inv.fail(f"{n.id} installs snapshot {meta} it never received")
+        _m, state = n.incoming_snap  # type: ignore[misc]
+        if self._digest(state[0]) != self._digest_upto(meta.index):
+            self.inv.fail(f"snapshot {meta} from the leader does not hold the committed prefix")
+        n.applied_keys = set(state[0])
+        n.sessions = SessionTable()
+        n.sessions.restore(state[1])
+        n.applied = max(n.applied, meta.index)
+        n.installed = max(n.installed, meta.index)
+        n.last_commit = max(n.last_commit, meta.index)
+        n.incoming_snap = None
+        self._rd_state[id(rd)] = state
+        self.log(f"{n.id} installs snapshot at {meta.index}/{meta.term}")
+
+    def _digest_upto(self, index: int) -> tuple[int, int]:
+        """(count, order-free hash) of the client requests the committed prefix applies.
+
+        Built incrementally over the global committed log with its own session table, so
+        each snapshot check costs only the snapshot's own keys.
+        """
+        if index > len(self.inv.committed):
+            self.inv.fail(f"snapshot at {index} beyond the committed log ({len(self.inv.committed)})")
+        dig = self._digests
+        while len(dig) <= index:
+            e = self.inv.committed[len(dig) - 1]
+            count, h = dig[-1]
+            if e.kind == EntryKind.NORMAL and e.client_id:
+                v, _ = self._digest_sessions.check(e.client_id, e.seq, e.ts_ms)
+                if v == Verdict.APPLY:
+                    self._digest_sessions.record(e.client_id, e.seq, e.index)
+                    count, h = count + 1, (h + hash((e.client_id, e.seq))) & _MASK
+            dig.append((count, h))
+        return dig[index]
+
+    @staticmethod
+    def _digest(keys: set[tuple[str, int]] | frozenset[tuple[str, int]]) -> tuple[int, int]:
+        return len(keys), sum(hash(k) for k in keys) & _MASK
+
+    def _maybe_snapshot(self, n: SimNode) -> None:
+        r = n.raft
+        every = self.cfg.snapshot_every
+        if not every or r is None or n.applied - n.snap.index < every:
+            return
+        if n.applied != r.log.applied or r.log.stable < n.applied or n.applied <= r.log.offset:
+            return  # the state machine must sit exactly at a durable, applied index
+        meta = SnapshotMeta(n.applied, r.log.term(n.applied) or 0)
+        if self._digest(n.applied_keys) != self._digest_upto(meta.index):
+            self.inv.fail(f"{n.id}'s state at {meta.index} differs from the committed prefix")
+        n.take_snapshot(meta)
+        r.compact(meta)
+        self.log(f"{n.id} snapshot at {meta.index}/{meta.term}; log compacted")
+
     def _check_ready(self, n: SimNode, r: RaftNode, rd: Ready) -> None:
         if r.role == Role.LEADER and r.term not in n.led_terms:
             n.led_terms.add(r.term)
             self.elections += 1
             self.log(f"{n.id} LEADER term {r.term}")
-            self.inv.on_leader(
-                n.id, r.term, [(i, r.log.term(i) or 0) for i in range(1, r.log.last_index() + 1)]
-            )
+            self.inv.on_leader(n.id, r.term, r.log.offset, r.log.term)
         if rd.entries:
             first = rd.entries[0].index
             self.inv.on_entries(n.id, rd.entries, r.log.term(first - 1) or 0)
@@ -301,7 +408,8 @@ class Cluster:
         if c < n.last_commit:
             self.inv.fail(f"{n.id} commit index went back from {n.last_commit} to {c}")
         if c > n.last_commit:
-            self.inv.check_committed_range(n.id, n.last_commit + 1, c, r.log.entry)
+            lo = max(n.last_commit, r.log.offset) + 1
+            self.inv.check_committed_range(n.id, lo, c, r.log.entry)
             n.last_commit = c
 
     def _check_matches(self, r: RaftNode) -> None:
@@ -315,10 +423,14 @@ class Cluster:
             if pr.match == 0:
                 continue
             peer = self.nodes[p]
-            if peer.synced_hs.term != r.term:
+            if peer.synced_hs.term != r.term or pr.match <= peer.snap.index:
                 continue
             log = peer.synced_log
-            if len(log) < pr.match or log[pr.match - 1].term != r.log.term(pr.match):
+            pos = pr.match - peer.snap.index
+            leader_term = r.log.term(pr.match)
+            if leader_term is None:
+                continue  # compacted on the leader: covered by snapshots
+            if len(log) < pos or log[pos - 1].term != leader_term:
                 self.inv.fail(
                     f"leader {r.id} term {r.term} believes {p} matches up to {pr.match}, "
                     f"but {p}'s durable log has {len(log)} entries"
@@ -329,7 +441,7 @@ class Cluster:
         if not n.up or n.incarnation != inc or n.raft is None or not n.pending:
             return
         rd = n.pending.popleft()
-        n.persist(rd)
+        n.persist(rd, snap_state=self._rd_state.pop(id(rd), None))
         for m in rd.persisted_messages:
             self._transmit(m)
         for e in rd.committed_entries:
@@ -338,9 +450,12 @@ class Cluster:
         for rs in rd.read_states:
             self._on_read_state(n, rs)
         self._serve_reads(n)
+        self._maybe_snapshot(n)
         self._process(n)
 
     def _apply(self, n: SimNode, e: Entry) -> None:
+        if e.index <= n.applied and e.index <= max(n.snap.index, n.installed):
+            return  # handed out before a snapshot covering it was installed
         if e.index != n.applied + 1:
             self.inv.fail(f"{n.id} applied {e.index} after {n.applied}")
         self.inv.check_applied(n.id, e)

@@ -38,6 +38,7 @@ class FaultMix:
     flap: float = 0.0
     fault_every_ms: float = 300.0
     bounce: float = 0.0
+    snapshot_every: int = 0  # set from the seed with the cluster config (0 = never)
 
     @classmethod
     def from_rng(cls, rng: random.Random) -> FaultMix:
@@ -292,9 +293,14 @@ def run_seed(
         long_delay=mix.long_delay,
     )
     early = rng.random() < 0.5
+    snap_every = rng.choice([0, 0, 5, 20, 100])
     c = Cluster(
-        seed, SimConfig(nodes=nodes, net=net, raft=swarm_config(rng), early_apply=early), trace=trace
+        seed,
+        SimConfig(nodes=nodes, net=net, raft=swarm_config(rng), early_apply=early,
+                  snapshot_every=snap_every),
+        trace=trace,
     )
+    mix.snapshot_every = snap_every
     res = SimResult(seed=seed, nodes=nodes, ok=False, mix=mix.describe())
     wl = Workload(c, random.Random(f"{seed}/clients"))
     nem = Nemesis(c, random.Random(f"{seed}/nemesis"), mix)

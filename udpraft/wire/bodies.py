@@ -89,6 +89,7 @@ RAFT_TYPES: dict[type, MsgType] = {
     cm.TimeoutNow: MsgType.TIMEOUT_NOW,
     cm.ReadIndexReq: MsgType.READ_INDEX_REQ,
     cm.ReadIndexResp: MsgType.READ_INDEX_RESP,
+    cm.InstallSnapshot: MsgType.INSTALL_SNAPSHOT,
 }
 
 

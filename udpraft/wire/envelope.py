@@ -81,6 +81,7 @@ class MsgType(IntEnum):
     TIMEOUT_NOW = 9
     READ_INDEX_REQ = 10
     READ_INDEX_RESP = 11
+    INSTALL_SNAPSHOT = 12
     # transport
     ACK = 32
     FRAGMENT = 33
