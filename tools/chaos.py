@@ -27,7 +27,6 @@ import argparse
 import base64
 import json
 import random
-import socket
 import sys
 import tempfile
 import threading
@@ -49,29 +48,11 @@ from tools.checker import (
     save_history,
     write_report,
 )
+from tools.localcluster import free_base_port
 from udpraft.client.blocking import Client
 from udpraft.errors import Timeout, UdpRaftError
 
 KV_KEYS = 4
-
-
-def free_base_port(rng: random.Random) -> int:
-    """A base port whose node, HTTP and dashboard ports are all free right now."""
-    for _ in range(200):
-        base = rng.randrange(20_000, 40_000)
-        ports = [base + i for i in range(8)] + [base + 100 + i for i in range(8)] + [base + 1079]
-        try:
-            for p in ports:
-                for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
-                    s = socket.socket(socket.AF_INET, kind)
-                    try:
-                        s.bind(("127.0.0.1", p))
-                    finally:
-                        s.close()
-        except OSError:
-            continue
-        return base
-    raise RuntimeError("no free port range found")
 
 
 def _b64(s: str) -> str:

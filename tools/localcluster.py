@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -29,6 +30,27 @@ def free_ports(n: int, kind: int = socket.SOCK_DGRAM) -> list[int]:
     for s in socks:
         s.close()
     return ports
+
+
+def free_base_port(rng: random.Random | None = None, lo: int = 10_000, hi: int = 30_000) -> int:
+    """A launcher base port whose node (P..P+7), HTTP (P+100..) and dashboard (P+1079) ports
+    are all free right now (below 32768: the kernel lends higher ports to outgoing sockets)."""
+    rng = rng or random.Random()
+    for _ in range(200):
+        base = rng.randrange(lo, hi)
+        ports = [base + i for i in range(8)] + [base + 100 + i for i in range(8)] + [base + 1079]
+        try:
+            for p in ports:
+                for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
+                    s = socket.socket(socket.AF_INET, kind)
+                    try:
+                        s.bind(("127.0.0.1", p))
+                    finally:
+                        s.close()
+        except OSError:
+            continue
+        return base
+    raise RuntimeError("no free port range found")
 
 
 class LocalCluster:

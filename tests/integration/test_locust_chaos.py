@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import shutil
 import signal
 import subprocess
@@ -19,30 +18,11 @@ from pathlib import Path
 import pytest
 
 from tools.checker import AbsoluteLogModel, check, load_history
+from tools.localcluster import free_base_port
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.integration
 GRACE_S = 6.0  # after a heal: a new election, client retries, restart backoff
-
-
-def _base_port() -> int:
-    import socket
-
-    rng = random.Random()
-    for _ in range(100):
-        base = rng.randrange(10_000, 30_000)
-        try:
-            for p in [base + i for i in range(3)] + [base + 100 + i for i in range(3)] + [base + 1079]:
-                for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
-                    s = socket.socket(socket.AF_INET, kind)
-                    try:
-                        s.bind(("127.0.0.1", p))
-                    finally:
-                        s.close()
-        except OSError:
-            continue
-        return base
-    raise RuntimeError("no free ports")
 
 
 @pytest.mark.skipif(shutil.which("locust", path=os.path.dirname(sys.executable)) is None,
@@ -51,7 +31,7 @@ def test_locust_under_chaos(tmp_path: Path) -> None:
     data = tmp_path / "data"
     launcher = subprocess.Popen(
         [sys.executable, "-m", "launcher", "--nodes", "3", "--data-dir", str(data), "--base-port",
-         str(_base_port()), "--chaos", "--seed", "5", "--duration-s", "60", "--plain"],
+         str(free_base_port()), "--chaos", "--seed", "5", "--duration-s", "60", "--plain"],
         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )
     try:

@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from udpraft.client.blocking import TRY_TIMEOUT_S, TRY_TIMEOUT_S_MAX, _secret_from_env
-from udpraft.client.core import ClientCore, Entry, Result, entries_of
-from udpraft.config import load_cluster, load_secret, parse_addr
-from udpraft.errors import ClusterConfigError, NoQuorum, Rejected, SessionExpired, Timeout
+from udpraft.client.core import ClientCore, Entry, Result, cluster_file_args, entries_of
+from udpraft.config import parse_addr
+from udpraft.errors import NoQuorum, Rejected, SessionExpired, Timeout
 from udpraft.wire import ClientKind, ClientRequest, ClientResponse
 
 BATCH_BYTES_MAX = 32_000
@@ -72,13 +72,7 @@ class AsyncClient:
 
     @classmethod
     def from_cluster_file(cls, path: str = "data/cluster.json", **kw: Any) -> AsyncClient:
-        try:
-            cfg = load_cluster(path)
-            secret = load_secret(path)
-        except (OSError, ValueError) as e:
-            raise ClusterConfigError(str(e)) from e
-        nodes = {n.id: f"{n.udp[0]}:{n.udp[1]}" for n in cfg.nodes}
-        return cls(nodes, secret=secret, cluster_id=cfg.cluster, **kw)
+        return cls(**cluster_file_args(path), **kw)
 
     async def _ensure(self) -> asyncio.DatagramTransport:
         if self._transport is None:

@@ -14,8 +14,8 @@ import socket
 import time
 from typing import Any
 
-from udpraft.client.core import ClientCore, Entry, Result, entries_of
-from udpraft.config import load_cluster, load_secret, parse_addr
+from udpraft.client.core import ClientCore, Entry, Result, cluster_file_args, entries_of
+from udpraft.config import parse_addr
 from udpraft.errors import ClusterConfigError, NoQuorum, Rejected, SessionExpired, Timeout
 from udpraft.wire import ClientKind, ClientRequest, ClientResponse
 
@@ -46,13 +46,7 @@ class Client:
 
     @classmethod
     def from_cluster_file(cls, path: str = "data/cluster.json", **kw: Any) -> Client:
-        try:
-            cfg = load_cluster(path)
-            secret = load_secret(path)
-        except (OSError, ValueError) as e:
-            raise ClusterConfigError(str(e)) from e
-        nodes = {n.id: f"{n.udp[0]}:{n.udp[1]}" for n in cfg.nodes}
-        return cls(nodes, secret=secret, cluster_id=cfg.cluster, **kw)
+        return cls(**cluster_file_args(path), **kw)
 
     def close(self) -> None:
         self.sock.close()

@@ -135,3 +135,17 @@ def entries_of(resp: ClientResponse) -> list[Entry] | None:
     if ents is None:
         return None
     return [Entry(e.index, e.term, e.data) for e in ents]
+
+
+def cluster_file_args(path: str) -> dict[str, Any]:
+    """Constructor arguments of a client for the cluster described by ``path``."""
+    from udpraft.config import load_cluster, load_secret
+    from udpraft.errors import ClusterConfigError
+
+    try:
+        cfg = load_cluster(path)
+        secret = load_secret(path)
+    except (OSError, ValueError) as e:
+        raise ClusterConfigError(str(e)) from e
+    nodes = {n.id: f"{n.udp[0]}:{n.udp[1]}" for n in cfg.nodes}
+    return {"nodes": nodes, "secret": secret, "cluster_id": cfg.cluster}
