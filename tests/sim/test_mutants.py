@@ -12,6 +12,7 @@ from collections.abc import Callable
 import pytest
 
 from tests.sim.test_lab_scenarios import make, one
+from udpraft.core import base as base_mod
 from udpraft.core import raft as raft_mod
 from udpraft.core.log import RaftLog
 from udpraft.core.messages import (
@@ -127,8 +128,8 @@ MUTANTS: dict[str, tuple[object, str, Callable[..., object], range, int]] = {
         RaftNode, "_on_install_snapshot", _install_stale_snapshot, range(1, 300), 5,
     ),
     "ack_before_persist": (
-        raft_mod,
-        "_AFTER_PERSIST",
+        base_mod,
+        "AFTER_PERSIST",
         (RequestVote, RequestVoteResp),  # type: ignore[dict-item]
         range(1, 200),
         5,
