@@ -2,7 +2,7 @@
 
     python -m launcher --nodes N [--data-dir DIR] [--host 127.0.0.1] [--base-port P]
                        [--storage file|sqlite|memory] [--chaos] [--seed S]
-                       [--duration-s SECONDS] [--plain]
+                       [--duration-s SECONDS] [--plain] [--no-dashboard]
     python -m launcher ctl --data-dir DIR status|leader|kill|pause|resume|partition|...
 
 How this works: the supervisor (cluster.py) starts the nodes and keeps them running; this
@@ -11,6 +11,11 @@ event; the main thread then stops the nemesis, then every node (SIGTERM, SIGKILL
 ~5 s), and prints a last summary line. With ``--chaos`` the nemesis (chaos.py) starts once
 every node answers, with the seed printed so the run can be replayed. Exit status: 0 after
 a normal stop, 2 when the cluster cannot be laid out (busy port, node count mismatch).
+
+The web dashboard (udpraft/dashboard) is served at cluster.json's ``dashboard`` URL from the
+moment the nodes are spawned, in a thread of its own, with the supervisor behind its
+controls (``DashboardControl``); its URL is printed. A busy dashboard port is reported and
+the cluster runs on without it.
 """
 
 from __future__ import annotations
@@ -23,12 +28,17 @@ import threading
 import time
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 from launcher.chaos import NemesisRunner
-from launcher.cluster import ClusterSupervisor, SupervisorOptions
+from launcher.cluster import ClusterSupervisor, DashboardControl, SupervisorOptions
 from launcher.events import EventLog
 from launcher.layout import DEFAULT_BASE_PORT, FAULTS_FILE, LayoutError
 from launcher.view import LiveView, PlainPrinter
+
+if TYPE_CHECKING:
+    from udpraft.dashboard.server import DashboardThread
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -49,6 +59,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--duration-s", type=float, default=None, help="stop after this long")
     ap.add_argument("--plain", action="store_true",
                     help="log lines instead of the live table even on a terminal")
+    ap.add_argument("--no-dashboard", action="store_true",
+                    help="do not serve the web dashboard at cluster.json's dashboard URL")
     a = ap.parse_args(argv)
     if a.nodes is not None and a.nodes < 1:
         ap.error("--nodes must be at least 1")
@@ -99,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         timer.start()
     seed = a.seed if a.seed is not None else random.SystemRandom().randrange(1 << 31)
     nemesis = _NemesisStarter(sup, seed, deadline, stop)
+    dashboard = None if a.no_dashboard else _serve_dashboard(sup)
     try:
         if a.chaos:
             events.emit("info", f"chaos seed {seed} (replay with --chaos --seed {seed})")
@@ -112,10 +125,31 @@ def main(argv: list[str] | None = None) -> int:
                 pass
     finally:
         nemesis.close()
+        if dashboard is not None:
+            dashboard.stop()
         sup.stop()
     print(_summary(sup, nemesis.runner, seed if a.chaos else None, time.monotonic() - started),
           flush=True)
     return 0
+
+
+def _serve_dashboard(sup: ClusterSupervisor) -> DashboardThread | None:
+    """Serve the dashboard at the cluster's dashboard URL; None (and a warning) if not."""
+    url = urlsplit(sup.dashboard)
+    if not url.hostname or not url.port:
+        sup.events.emit("warn", f"no dashboard: cannot serve URL {sup.dashboard!r}")
+        return None
+    from udpraft.dashboard.server import DashboardThread
+
+    dash = DashboardThread(DashboardControl(sup), url.hostname, url.port)
+    try:
+        dash.start()
+    except (OSError, RuntimeError) as e:
+        dash.stop()
+        sup.events.emit("warn", f"no dashboard at {sup.dashboard}: {e}")
+        return None
+    sup.events.emit("info", f"dashboard: {sup.dashboard} (open it in a browser)")
+    return dash
 
 
 class _NemesisStarter:

@@ -30,7 +30,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from launcher import layout, nodeapi
 from launcher.events import EventLog
@@ -52,7 +52,7 @@ from launcher.procs import (
 )
 from udpraft.config import ClusterConfig, ensure_secret
 
-__all__ = ["ClusterSupervisor", "NodeView", "SupervisorOptions"]
+__all__ = ["ClusterSupervisor", "DashboardControl", "NodeView", "SupervisorOptions"]
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 MONITOR_INTERVAL_S = 0.05
@@ -299,8 +299,8 @@ class ClusterSupervisor(FaultOps):
                     n.restart_at = now + self.opts.backoff_s_max
                     self.events.emit("warn", f"cannot start {n.addr.id}: {e}", n.addr.id)
         if not self._t.published and all(n.answered for n in self._nodes.values()):
-            self._t.published = True
             self._write_cluster_file()
+            self._t.published = True  # only now: wait_ready() promises the file exists
             self.events.emit("info", f"all {len(self._nodes)} nodes answer; wrote "
                              f"{self.cluster_file}")
         self._warn_slow_start(now)
@@ -468,3 +468,86 @@ class ClusterSupervisor(FaultOps):
             int(st.get("applied_index", 0)), n.cpu_pct, n.rss_bytes, n.restarts, n.last_fault,
             f"{n.addr.udp[0]}:{n.addr.udp[1]}", f"{n.addr.http[0]}:{n.addr.http[1]}",
         )
+
+
+class DashboardControl:
+    """The dashboard's ``Control`` (udpraft/dashboard/control.py) over a supervisor: what the
+    web page and its HTTP API may do to processes, and what the launcher knows about them.
+    Faults it causes are recorded like any other, with ``"via": "dashboard"``."""
+
+    def __init__(self, sup: ClusterSupervisor) -> None:
+        self.sup = sup
+        self._secret = ensure_secret(sup.data_dir)  # the nodes' key, read once
+
+    @property
+    def config(self) -> ClusterConfig:
+        return self.sup.config
+
+    def secret(self) -> bytes:
+        return self._secret
+
+    def nodes(self) -> list[dict[str, Any]]:
+        return [{"id": v.id, "pid": v.pid, "state": v.state, "restarts": v.restarts,
+                 "cpu_pct": v.cpu_pct, "rss_bytes": v.rss_bytes, "last_fault": v.last_fault}
+                for v in self.sup.snapshot()]
+
+    def events(self, limit: int) -> list[dict[str, Any]]:
+        return [{"ts": e.ts, "kind": e.kind, "text": e.text, "node": e.node}
+                for e in self.sup.events.recent(limit)]
+
+    def kill(self, node: str) -> None:
+        if not self.sup.kill(node, via="dashboard"):
+            _refuse(f"{node} is not running")
+
+    def restart(self, node: str) -> None:
+        self.sup.restart(node)
+
+    def stop_node(self, node: str) -> None:
+        self.sup.stop_node(node)
+        self.sup.events.emit("info", f"{node} stopped on request; it stays down until started",
+                             node)
+
+    def start_node(self, node: str) -> None:
+        self.sup.start_node(node)
+        self.sup.events.emit("info", f"start of {node} requested", node)
+
+    def pause(self, node: str) -> None:
+        if not self.sup.pause(node, via="dashboard"):
+            _refuse(f"{node} is not running")
+
+    def resume(self, node: str) -> None:
+        self.sup.resume(node)
+        self.sup.events.fault("heal", [node], heals="pause", via="dashboard")
+
+    def partition(self, groups: list[list[str]]) -> list[str]:
+        return self.sup.partition(*groups, via="dashboard")
+
+    def degrade(self, nodes: list[str], peers: list[str] | None, drop_pct: float,
+                delay_ms: float, jitter_ms: float) -> list[str]:
+        kind = "loss" if drop_pct else "delay" if delay_ms else "clear"
+        return self.sup.degrade(nodes, drop_pct, delay_ms, jitter_ms, peers=peers, kind=kind,
+                                via="dashboard")
+
+    def heal(self) -> list[str]:
+        return self.sup.heal(heals="all", via="dashboard")
+
+    def transfer(self, target: str) -> str:
+        leader = self.sup.leader()
+        if leader is None:
+            _refuse("no leader now: nobody to hand leadership over")
+        elif leader == target:
+            _refuse(f"{target} already leads")
+        else:
+            try:
+                nodeapi.transfer(self.sup.config.node(leader).http, target)
+            except nodeapi.NodeUnreachable as e:
+                _refuse(f"{leader} did not take the transfer: {e}")
+            self.sup.events.emit("info", f"asked {leader} to hand leadership to {target}",
+                                 target)
+        return leader or ""
+
+
+def _refuse(text: str) -> NoReturn:
+    from udpraft.dashboard.control import ActionError
+
+    raise ActionError(text)

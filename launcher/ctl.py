@@ -5,14 +5,22 @@
     kill ID [--signal KILL]     signal the node's pid (the launcher restarts it)
     pause ID / resume ID        SIGSTOP / SIGCONT
     partition ID [ID ...]       cut the named nodes off from the rest (both sides)
-    degrade ID [ID ...] [--drop-pct X] [--delay-ms Y] [--jitter-ms Z]
+    split n1,n2 n3[,...]        cut the cluster into these sides (unnamed nodes: one more)
+    degrade ID [ID ...] [--to PEER ...] [--both-ways] [--drop-pct X] [--delay-ms Y]
+            [--jitter-ms Z]     lossy/slow links: what ID sends (to PEERs, default all)
     heal                        SIGCONT every node and clear every node's network faults
+    transfer ID                 ask the leader to hand leadership to ID
+    restart ID / stop ID / start ID    through the launcher (its dashboard API)
+    submit TEXT                 append TEXT; prints index and term once committed (ditto)
 
-How this works: no channel to the launcher is needed. Everything the launcher knows that a
-tool needs is in ``DIR/cluster.json`` (pids, HTTP addresses); signals go to the pids, and
-network faults to each node's ``/fault``. Faults are appended to ``DIR/faults.jsonl`` like
-the nemesis's, with ``"by": "ctl"``. The running launcher notices deaths and restarts nodes;
-a node paused from here shows as "stale" in its view.
+How this works: most commands need no channel to the launcher. Everything the launcher
+knows that a tool needs is in ``DIR/cluster.json`` (pids, HTTP addresses); signals go to
+the pids, and network faults to each node's ``/fault``. Faults are appended to
+``DIR/faults.jsonl`` like the nemesis's, with ``"by": "ctl"``. The running launcher notices
+deaths and restarts nodes; a node paused from here shows as "stale" in its view. What only
+the launcher can do (restart now, keep a node stopped, start it again) and submit go to the
+control API of its dashboard, at cluster.json's ``dashboard`` URL (``POST /api/<action>``,
+see udpraft/dashboard/api.py); each dashboard button is one of these commands.
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ import signal
 import sys
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import orjson
 
@@ -46,12 +55,21 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     for name in ("pause", "resume"):
         sub.add_parser(name).add_argument("node")
     sub.add_parser("partition").add_argument("nodes", nargs="+")
+    sub.add_parser("split").add_argument("groups", nargs="+", help="comma-separated node ids")
     d = sub.add_parser("degrade")
     d.add_argument("nodes", nargs="+")
+    d.add_argument("--to", nargs="+", default=None, metavar="PEER",
+                   help="only the links to these peers (default: every peer)")
+    d.add_argument("--both-ways", action="store_true",
+                   help="also what the peers send back to the nodes")
     d.add_argument("--drop-pct", type=float, default=0.0)
     d.add_argument("--delay-ms", type=float, default=0.0)
     d.add_argument("--jitter-ms", type=float, default=0.0)
     sub.add_parser("heal")
+    sub.add_parser("transfer").add_argument("target")
+    for name in ("restart", "stop", "start"):
+        sub.add_parser(name).add_argument("node")
+    sub.add_parser("submit").add_argument("value")
     return ap.parse_args(argv)
 
 
@@ -101,19 +119,35 @@ def _run(a: argparse.Namespace, cfg: ClusterConfig, events: EventLog) -> int:
             events.fault(a.cmd, [node.id], signal=signal.Signals(sig).name, pid=node.pid,
                          by="ctl")
         return 0
-    if a.cmd == "partition":
+    if a.cmd in ("partition", "split"):
         ids = cfg.ids
-        sides = cut_sides(ids, [a.nodes])
+        groups = [a.nodes] if a.cmd == "partition" else [
+            [x for x in g.split(",") if x] for g in a.groups]
+        sides = cut_sides(ids, groups)
         errors = [e for nid, others in partition_specs(ids, sides).items()
                   for e in _post(cfg, nid, {"partition": others})]
-        events.fault("partition", a.nodes, sides=sides, by="ctl", **_errs(errors))
+        targets = [n for g in groups for n in g]
+        events.fault("partition", targets, sides=sides, by="ctl", **_errs(errors))
         return _report(errors)
     if a.cmd == "degrade":
-        spec = {"drop_pct": a.drop_pct, "delay_ms": a.delay_ms, "jitter_ms": a.jitter_ms}
-        errors = [e for nid in a.nodes for e in _post(cfg, cfg.node(nid).id, spec)]
-        events.fault("loss" if a.drop_pct else "delay", a.nodes, by="ctl",
-                     **{k: v for k, v in spec.items() if v}, **_errs(errors))
-        return _report(errors)
+        return _degrade(a, cfg, events)
+    if a.cmd == "transfer":
+        target = cfg.node(a.target).id
+        leader = _leader(cfg)
+        if leader is None:
+            print("launcher ctl: no leader answers", file=sys.stderr)
+            return 1
+        try:
+            nodeapi.transfer(cfg.node(leader).http, target)
+        except nodeapi.NodeUnreachable as e:
+            print(f"launcher ctl: {e}", file=sys.stderr)
+            return 1
+        print(f"asked {leader} to hand leadership to {target}")
+        return 0
+    if a.cmd in ("restart", "stop", "start"):
+        return _dashboard(cfg, a.cmd, {"node": cfg.node(a.node).id})
+    if a.cmd == "submit":
+        return _dashboard(cfg, "submit", {"value": a.value}, timeout_s=15.0)
     # heal
     for n in cfg.nodes:
         if n.pid:
@@ -124,6 +158,44 @@ def _run(a: argparse.Namespace, cfg: ClusterConfig, events: EventLog) -> int:
     errors = [e for n in cfg.nodes for e in _post(cfg, n.id, None)]
     events.fault("heal", cfg.ids, by="ctl", **_errs(errors))
     return _report(errors)
+
+
+def _degrade(a: argparse.Namespace, cfg: ClusterConfig, events: EventLog) -> int:
+    spec: dict[str, Any] = {"drop_pct": a.drop_pct, "delay_ms": a.delay_ms,
+                            "jitter_ms": a.jitter_ms}
+    nodes = [cfg.node(nid).id for nid in a.nodes]
+    peers = [cfg.node(p).id for p in a.to] if a.to else None
+    orders: list[tuple[list[str], list[str] | None]] = [(nodes, peers)]
+    if a.both_ways:
+        back = peers if peers is not None else [n for n in cfg.ids if n not in nodes]
+        orders += [([p], nodes) for p in back]
+    errors = []
+    for who, to in orders:
+        one = dict(spec, peers=to) if to is not None else spec
+        errs = [e for nid in who for e in _post(cfg, nid, one)]
+        events.fault("loss" if a.drop_pct else "delay", who, by="ctl",
+                     **{k: v for k, v in one.items() if v}, **_errs(errs))
+        errors += errs
+    return _report(errors)
+
+
+def _dashboard(cfg: ClusterConfig, action: str, body: dict[str, Any],
+               timeout_s: float = 5.0) -> int:
+    """POST /api/<action> to the running launcher's dashboard; prints its JSON answer."""
+    url = urlsplit(cfg.dashboard)
+    if not url.hostname or not url.port:
+        print(f"launcher ctl: no dashboard URL in cluster.json ({cfg.dashboard!r})",
+              file=sys.stderr)
+        return 2
+    try:
+        out = nodeapi.request_json((url.hostname, url.port), "POST", f"/api/{action}", body,
+                                   timeout_s=timeout_s)
+    except nodeapi.NodeUnreachable as e:
+        print(f"launcher ctl: {action} goes through the launcher's dashboard at "
+              f"{cfg.dashboard}: {e}", file=sys.stderr)
+        return 1
+    sys.stdout.write(orjson.dumps(out).decode() + "\n")
+    return 0
 
 
 def _leader(cfg: ClusterConfig) -> str | None:
