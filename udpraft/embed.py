@@ -20,8 +20,10 @@ from aiohttp import web
 
 from udpraft.client.core import Result
 from udpraft.config import load_cluster, load_secret
+from udpraft.core.errors import NotLeader, ProposalDropped
 from udpraft.core.ready import Role
-from udpraft.io.runtime import NodeRuntime
+from udpraft.errors import NotLeaderError, Rejected, Timeout
+from udpraft.io.runtime import NodeRuntime, ProposalLost
 from udpraft.io.server import NodeOptions, start_node
 
 
@@ -55,11 +57,22 @@ class EmbeddedNode:
         return self.rt.status()
 
     async def submit(self, data: bytes, timeout: float = 5.0) -> Result:
-        """Append ``data`` (leader only); returns once it is committed and applied here."""
+        """Append ``data`` (leader only); returns once it is committed and applied here.
+
+        Raises ``NotLeaderError`` (with ``.leader``), ``Rejected`` (overloaded or a transfer
+        in progress), or ``Timeout`` (outcome unknown) — all ``UdpRaftError``.
+        """
         # The runtime expires the future at the deadline (one sweep for all of them):
         # asyncio.wait_for wraps every call in a task, which cost a quarter of the CPU of a
         # busy embedded leader, and a timer per call costs a heap push.
-        out = await self.rt.propose_local(bytes(data), timeout)
+        try:
+            out = await self.rt.propose_local(bytes(data), timeout)
+        except NotLeader as e:
+            raise NotLeaderError(str(e), e.leader) from None
+        except ProposalDropped as e:
+            raise Rejected(f"proposal refused: {e}") from None
+        except (ProposalLost, TimeoutError) as e:
+            raise Timeout(f"not known to be committed: {e}") from None
         return Result(out.index, out.term)
 
     async def wait_leader(self, timeout: float = 10.0) -> str:

@@ -24,5 +24,13 @@ class Rejected(UdpRaftError):
     """The cluster refused the request (too large, overloaded, malformed)."""
 
 
+class NotLeaderError(UdpRaftError):
+    """This node is not the leader (``leader`` names the one it knows, or "")."""
+
+    def __init__(self, message: str, leader: str = "") -> None:
+        super().__init__(message)
+        self.leader = leader
+
+
 class ClusterConfigError(UdpRaftError):
     """The cluster file or secret is missing or malformed."""

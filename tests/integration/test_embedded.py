@@ -9,8 +9,8 @@ import pytest
 
 from tests.helpers.procs import LocalCluster
 from udpraft.client.blocking import Client
-from udpraft.core.errors import NotLeader
 from udpraft.embed import EmbeddedNode
+from udpraft.errors import NotLeaderError
 
 pytestmark = pytest.mark.integration
 
@@ -26,7 +26,7 @@ def test_embedded_node_leads_and_commits(tmp_path: Path) -> None:
             try:
                 await node.wait_leader(15)
                 if not node.is_leader:
-                    with pytest.raises(NotLeader):
+                    with pytest.raises(NotLeaderError):
                         await node.submit(b"not here")
                 await node.transfer_leadership_here(15)
                 assert node.is_leader and node.status()["role"] == "leader"

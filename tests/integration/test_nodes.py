@@ -208,3 +208,41 @@ def test_http_status_metrics_log_and_fault_errors(tmp_path: Path) -> None:
                 urllib.request.urlopen(req, timeout=2)
             assert ei.value.code == 400
             assert "error" in json.loads(ei.value.read())
+
+
+def test_node_exits_when_its_parent_is_killed(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    import psutil
+
+    c = LocalCluster(tmp_path, 3)
+    # a parent that starts node n1 with --exit-with-parent, prints its pid, then sleeps
+    parent = subprocess.Popen(
+        [sys.executable, "-c",
+         "import subprocess, sys, time\n"
+         f"p = subprocess.Popen([sys.executable, '-m', 'udpraft.node', '--id', 'n1', "
+         f"'--cluster-config', {str(c.cluster_file)!r}, '--exit-with-parent'])\n"
+         "print(p.pid, flush=True)\ntime.sleep(60)\n"],
+        stdout=subprocess.PIPE, text=True,
+    )
+    child = 0
+    try:
+        assert parent.stdout is not None
+        child = int(parent.stdout.readline())
+        deadline = time.time() + 10
+        while c.status("n1") is None:
+            assert time.time() < deadline, "node did not start"
+            time.sleep(0.1)
+        os.kill(parent.pid, signal.SIGKILL)
+        parent.wait(5)
+        deadline = time.time() + 5
+        while psutil.pid_exists(child) and psutil.Process(child).status() != psutil.STATUS_ZOMBIE:
+            assert time.time() < deadline, "orphaned node kept running"
+            time.sleep(0.1)
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+        if child and psutil.pid_exists(child):
+            os.kill(child, signal.SIGKILL)
