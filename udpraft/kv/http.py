@@ -7,10 +7,13 @@ and revoke), reads locally after ReadIndex (range, read-only txn), or runs on th
 (keepalive, time-to-live, leases: the lease clocks live there).
 
 Streaming calls follow the gateway: ``/v3/watch`` and ``/v3/lease/keepalive`` read a stream
-of JSON request objects from the body and write one ``{"result": ...}`` line per response;
-a request that cannot be decoded before anything was written gets a plain error answer
-(code 2, HTTP 500, as the gateway does), a later one ends the stream with
-``{"error": {...}}``. A watch stream stays open until the client goes away.
+of JSON request objects from the body and write one ``{"result": ...}`` line per response.
+A first request that cannot be decoded gets a plain error answer (code 2, HTTP 500, as the
+gateway does); a later one closes the client's side (no more requests are read; watches
+already made go on, a keepalive stream ends). A failure of the call itself (no leader) is
+a ``{"error": {...}}`` line. A watch stream stays open until the client goes away or the
+node stops. Unlike Go's HTTP/1 server, which answers only once the request body is
+complete, requests are served as they arrive, so one open stream can add watches later.
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ from udpraft.kv.parse import (
     validate,
     watch_request,
 )
-from udpraft.kv.server import KVNode, error_response, json_response
+from udpraft.kv.server import PROPOSE_PATH, KVNode, error_response, json_response
 from udpraft.kv.types import (
     LeaseGrantReq,
     RangeReq,
@@ -85,7 +88,7 @@ async def kv_put(request: web.Request) -> web.Response:
         cmd = encode_command(validate(parse(raw, put_request)))
     except KvError as e:
         return error_response(e)
-    return await _node(request).write(request, raw, cmd)
+    return await _node(request).write(cmd)
 
 
 async def kv_delete(request: web.Request) -> web.Response:
@@ -94,7 +97,7 @@ async def kv_delete(request: web.Request) -> web.Response:
         cmd = encode_command(validate(parse(raw, delete_request)))
     except KvError as e:
         return error_response(e)
-    return await _node(request).write(request, raw, cmd)
+    return await _node(request).write(cmd)
 
 
 async def kv_txn(request: web.Request) -> web.Response:
@@ -105,7 +108,7 @@ async def kv_txn(request: web.Request) -> web.Response:
     except KvError as e:
         return error_response(e)
     if not is_read_only(t):
-        return await node.write(request, raw, encode_command(t))
+        return await node.write(encode_command(t))
     serializable = all(o.serializable for o in t.success + t.failure)  # type: ignore[union-attr]
     bad = await node.read_barrier(serializable)
     if bad is not None:
@@ -122,7 +125,7 @@ async def kv_compaction(request: web.Request) -> web.Response:
         cmd = encode_command(parse(raw, compaction_request))
     except KvError as e:
         return error_response(e)
-    return await _node(request).write(request, raw, cmd)
+    return await _node(request).write(cmd)
 
 
 # ================================================================== leases
@@ -135,15 +138,9 @@ async def lease_grant_h(request: web.Request) -> web.Response:
         g = parse(raw, lease_grant)
     except KvError as e:
         return error_response(e)
-    if g.id == 0:
-        ttl = g.ttl
-
-        async def on_leader(deadline: float) -> web.Response | None:
-            # etcd picks a random id before proposing; the leader does it here
-            return await node.propose(encode_command(LeaseGrantReq(node.new_lease_id(), ttl)), deadline)
-
-        return await node.on_leader(request, raw, on_leader)
-    return await node.write(request, raw, encode_command(g))
+    if g.id == 0:  # as in etcd, the member asked picks a random id before proposing
+        g = LeaseGrantReq(node.new_lease_id(), g.ttl)
+    return await node.write(encode_command(g))
 
 
 async def lease_revoke(request: web.Request) -> web.Response:
@@ -154,7 +151,7 @@ async def lease_revoke(request: web.Request) -> web.Response:
         return error_response(e)
     if lid == 0:
         return error_response(errors.err(errors.LEASE_NOT_FOUND))
-    return await _node(request).write(request, raw, revoke_command(lid))
+    return await _node(request).write(revoke_command(lid))
 
 
 async def lease_ttl(request: web.Request) -> web.Response:
@@ -165,9 +162,8 @@ async def lease_ttl(request: web.Request) -> web.Response:
     except KvError as e:
         return error_response(e)
 
-    async def on_leader(_deadline: float) -> web.Response | None:
-        bad = await node.read_barrier(False)
-        if bad is not None:
+    async def on_leader(deadline: float) -> web.Response | None:
+        if await node.read_barrier(False, deadline) is not None:
             return None
         resp: dict[str, Any] = {"header": {"revision": str(node.machine.store.rev)}}
         if lid:
@@ -193,8 +189,8 @@ async def lease_leases(request: web.Request) -> web.Response:
     except KvError as e:
         return error_response(e)
 
-    async def on_leader(_deadline: float) -> web.Response | None:
-        if await node.read_barrier(False) is not None:
+    async def on_leader(deadline: float) -> web.Response | None:
+        if await node.read_barrier(False, deadline) is not None:
             return None
         far = time.monotonic() + 1e12
         ids = sorted(node.machine.leases.leases, key=lambda i: (node.deadlines.get(i, far), i))
@@ -223,9 +219,13 @@ async def lease_keepalive(request: web.Request) -> web.StreamResponse:
             break
         line = await _keepalive_one(node, request, item, lid)
         if resp is None:
-            resp = web.StreamResponse(headers={"Content-Type": "application/json"})
+            # a failure before anything was written sets the status, as in the gateway
+            status = 200 if line.startswith(b'{"result"') else int(orjson.loads(line)["error"]["http_code"])
+            resp = web.StreamResponse(status=status, headers={"Content-Type": "application/json"})
             await resp.prepare(request)
         await resp.write(line)
+        if not line.startswith(b'{"result"'):
+            break
     if resp is None:  # empty body: the gateway answers an empty stream
         resp = web.StreamResponse(headers={"Content-Type": "application/json"})
         await resp.prepare(request)
@@ -234,8 +234,8 @@ async def lease_keepalive(request: web.Request) -> web.StreamResponse:
 
 
 async def _keepalive_one(node: KVNode, request: web.Request, item: bytes, lid: int) -> bytes:
-    async def on_leader(_deadline: float) -> web.Response | None:
-        if await node.read_barrier(False) is not None:
+    async def on_leader(deadline: float) -> web.Response | None:
+        if await node.read_barrier(False, deadline) is not None:
             return None
         ttl = node.renew(lid)
         res: dict[str, Any] = {"header": {"revision": str(node.machine.store.rev)}}
@@ -313,6 +313,7 @@ async def watch(request: web.Request) -> web.StreamResponse:
     objects = iter_objects(request).__aiter__()
     wake = asyncio.Event()
     stream = WatchStream(node.hub, wake.set)
+    node.stream_wakers.add(wake.set)
     try:
         first = await anext(objects, None)
         if isinstance(first, KvError):
@@ -330,6 +331,7 @@ async def watch(request: web.Request) -> web.StreamResponse:
             reader.cancel()
         return resp
     finally:
+        node.stream_wakers.discard(wake.set)
         stream.close()
 
 
@@ -357,6 +359,8 @@ async def _write_watch(
                 )
                 await resp.write(out)
                 continue
+            if node.closing:
+                return
             if stream.overflow:
                 e = KvError(errors.RESOURCE_EXHAUSTED, "udpraft: watch stream overflow")
                 await resp.write(orjson.dumps(e.stream_body()) + b"\n")
@@ -373,6 +377,18 @@ async def _write_watch(
 
 
 # ================================================================== maintenance
+
+
+async def propose_batch(request: web.Request) -> web.Response:
+    """Followers' batched writes (``KVNode.forward_command``); not part of etcd's API."""
+    raw = await request.read()
+    try:
+        cmds = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        cmds = None
+    if not isinstance(cmds, list) or not all(isinstance(c, list) and c for c in cmds):
+        return json_response(KvError(errors.INVALID_ARGUMENT, "udpraft: bad batch").body(), 400)
+    return json_response(await _node(request).propose_batch(cmds))
 
 
 async def maintenance_status(request: web.Request) -> web.Response:
@@ -402,3 +418,4 @@ def mount(app: web.Application, node: KVNode) -> None:
     r.add_post("/v3/kv/lease/leases", lease_leases)
     r.add_post("/v3/watch", watch)
     r.add_post("/v3/maintenance/status", maintenance_status)
+    r.add_post(PROPOSE_PATH, propose_batch)

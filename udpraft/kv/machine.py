@@ -13,6 +13,8 @@ written; then the ops run in one MVCC write, so all changes share one revision a
 inside the transaction sees the writes before it.
 
 After a write, ``listeners`` (the watch hub) get the revision and its changes.
+``snapshot``/``restore`` carry the whole state (store, change feed, leases) for log
+compaction; equal states give equal bytes.
 Pure and deterministic: no clock, no randomness, no IO.
 """
 
@@ -70,6 +72,7 @@ class KVMachine:
         self.applied_index = 0
         self.listeners: list[Listener] = []
         self.lease_listeners: list[Callable[[str, int], None]] = []
+        self.reset_listeners: list[Callable[[], None]] = []
 
     # ================================================================== log entry point
 
@@ -212,12 +215,12 @@ class KVMachine:
     def txn(self, t: TxnReq) -> dict[str, Any]:
         path = self._path(t)
         if not is_read_only(t):
-            self._check(t, iter(path), self._check_put)
+            self._check_puts(t, iter(path), [])
         self._check(t, iter(path), self._check_range)
         st = self.store
         st.begin()
         try:
-            resp = self._run(t, iter(path), nested=False)
+            resp = self._run(t, iter(path))
         finally:
             changes = st.end()
         resp["header"] = {"revision": str(st.rev)}
@@ -247,13 +250,25 @@ class KVMachine:
             else:
                 f(op)
 
-    def _check_put(self, op: Op) -> None:
-        if type(op) is not PutReq:
-            return
-        if (op.ignore_value or op.ignore_lease) and self.store.get(op.key) is None:
-            raise errors.err(errors.KEY_NOT_FOUND)
-        if op.lease and op.lease not in self.leases:
-            raise errors.err(errors.LEASE_NOT_FOUND)
+    def _check_puts(self, t: TxnReq, path: Iterator[bool], open_deletes: list[str]) -> None:
+        """etcd's checkPut over the chosen ops, in execution order. ``open_deletes`` are the
+        start keys of earlier deletes to the end of the keyspace (range end "\\0"), which
+        etcd's duplicate-key check lets through: an ignore_value/ignore_lease put of a key
+        they remove would fail half-way through the txn (etcd 3.4 panics there); we refuse
+        the whole txn with "key not found" instead, before anything is written."""
+        for op in t.success if next(path) else t.failure:
+            if isinstance(op, TxnReq):
+                self._check_puts(op, path, open_deletes)
+            elif isinstance(op, DeleteReq):
+                if op.end == "":
+                    open_deletes.append(op.key)
+            elif isinstance(op, PutReq):
+                if (op.ignore_value or op.ignore_lease) and (
+                    self.store.get(op.key) is None or any(k <= op.key for k in open_deletes)
+                ):
+                    raise errors.err(errors.KEY_NOT_FOUND)
+                if op.lease and op.lease not in self.leases:
+                    raise errors.err(errors.LEASE_NOT_FOUND)
 
     def _check_range(self, op: Op) -> None:
         if type(op) is RangeReq and op.revision:
@@ -263,7 +278,7 @@ class KVMachine:
             if op.revision < st.compact_rev:
                 raise errors.err(errors.COMPACTED)
 
-    def _run(self, t: TxnReq, path: Iterator[bool], nested: bool) -> dict[str, Any]:
+    def _run(self, t: TxnReq, path: Iterator[bool]) -> dict[str, Any]:
         ok = next(path)
         out: list[dict[str, Any]] = []
         for op in t.success if ok else t.failure:
@@ -275,7 +290,7 @@ class KVMachine:
             elif typ is DeleteReq:
                 out.append({"response_delete_range": self._delete(op)})  # type: ignore[arg-type]
             else:
-                out.append({"response_txn": self._run(op, path, nested=True)})  # type: ignore[arg-type]
+                out.append({"response_txn": self._run(op, path)})  # type: ignore[arg-type]
         resp: dict[str, Any] = {"header": {}}
         if ok:
             resp["succeeded"] = True
@@ -321,22 +336,30 @@ class KVMachine:
             "v": 1,
             "applied": self.applied_index,
             "store": self.store.to_obj(),
-            "leases": [[lease.id, lease.ttl] for lease in self.leases.leases.values()],
+            "leases": sorted([lease.id, lease.ttl] for lease in self.leases.leases.values()),
         })
 
-    @classmethod
-    def restore(cls, data: bytes) -> KVMachine:
+    def restore(self, data: bytes) -> None:
+        """Replace the whole state with a snapshot's, in place (hooks stay attached); then
+        ``reset_listeners`` run — the watch hub re-reads what its watchers have not seen."""
         o = orjson.loads(data)
         if o.get("v") != 1:
             raise ValueError("unknown KV snapshot version")
-        m = cls()
-        m.applied_index = o["applied"]
-        m.store = Store.from_obj(o["store"])
+        store = Store.from_obj(o["store"])
+        leases = LeaseTable()
         for lid, ttl in o["leases"]:
-            m.leases.leases[lid] = Lease(lid, ttl)
-        for rec in m.store.live_records():
+            leases.leases[lid] = Lease(lid, ttl)
+        for rec in store.live_records():
             if rec[5]:
-                m.leases.attach(rec[5], rec[0])
+                leases.attach(rec[5], rec[0])
+        self.store, self.leases, self.applied_index = store, leases, o["applied"]
+        for f in self.reset_listeners:
+            f()
+
+    @classmethod
+    def from_snapshot(cls, data: bytes) -> KVMachine:
+        m = cls()
+        m.restore(data)
         return m
 
 

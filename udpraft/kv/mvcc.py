@@ -231,7 +231,8 @@ class Store:
 
     def to_obj(self) -> dict[str, Any]:
         first = self.log[0][0] if self.log else self.rev + 1
-        base = [list(h[0]) for h in self.hist.values() if h[0][2] < first]
+        hist = self.hist
+        base = [list(hist[k][0]) for k in self.all_keys if hist[k][0][2] < first]
         return {
             "rev": self.rev,
             "compact": self.compact_rev,

@@ -6,12 +6,15 @@ node's aiohttp app and returns the machine, which the runtime then feeds with ev
 committed KV entry.
 
 - Writes: on the leader, ``propose_app`` and wait (bounded) for the entry to apply here,
-  then answer with what apply returned. On a follower, the same request body is posted to
-  the leader's HTTP port and its answer passed back (with this member's header), at most
-  ``MAX_HOPS`` times. No leader, or no quorum: retry until the request deadline
-  (``UDPRAFT_KV_TIMEOUT_S``, default 5 s), then answer etcd's retryable 503 (code 14).
+  then answer with what apply returned. A follower decodes and checks the request itself,
+  then hands the command to the leader: the writes of one loop turn travel together in one
+  POST to the leader's ``/udpraft/kv/propose``, which answers each with its apply result
+  (or ``null``: not proposed, safe to retry). Other leader-only calls (keepalive, TTLs)
+  forward the request body as is, at most ``MAX_HOPS`` times. No leader, or no quorum:
+  retry until the request deadline (``UDPRAFT_KV_TIMEOUT_S``, default 5 s), then answer
+  etcd's retryable 503 (code 14).
 - Reads: ReadIndex (``linearizable_read``) on whichever node was asked, then read locally;
-  ``serializable: true`` skips it.
+  concurrent reads share one ReadIndex request. ``serializable: true`` skips it.
 - Leases: only the leader runs a clock. Each lease gets a monotonic deadline when granted,
   renewed by keepalives (which therefore go to the leader); a new leader gives every lease
   a full TTL from its takeover (etcd's "promote"). An expired lease is *proposed* for
@@ -43,16 +46,19 @@ from udpraft.kv.errors import KvError
 from udpraft.kv.machine import KVMachine
 from udpraft.kv.types import expire_command
 from udpraft.kv.watch import WatchHub
-from udpraft.service.logservice import Application
+from udpraft.service.logservice import Application, Outcome
 
 log = logging.getLogger("udpraft.kv")
 
 FORWARD_HEADER = "X-Udpraft-Forwarded"
+PROPOSE_PATH = "/udpraft/kv/propose"  # followers' batched writes to the leader
+FORWARD_BATCH_MAX = 256
 MAX_HOPS = 2
 MAX_COMMAND_BYTES = 60_000  # one log entry; larger requests get etcd's "request is too large"
 LEASE_TICK_S = 0.1
 EXPIRE_RETRY_S = 1.0
 RETRY_S = 0.05
+READ_ATTEMPT_S = 1.0  # one shared ReadIndex request; after this it counts as failed
 ETCD_VERSION = "3.4.23"
 
 
@@ -85,16 +91,27 @@ class KVNode:
         self._expiring: dict[int, float] = {}
         self._session: aiohttp.ClientSession | None = None
         self._task: asyncio.Task[None] | None = None
+        self.closing = False
+        self._read_next: asyncio.Future[None] | None = None
+        self._read_busy = False
+        self._read_gen = 0
+        self._fwd_pending: dict[str, list[tuple[bytes, asyncio.Future[Any]]]] = {}
+        self.stream_wakers: set[Callable[[], None]] = set()  # open watch streams
         self.counters: dict[str, int] = {"forwarded": 0, "proposed": 0, "timeouts": 0, "expired": 0}
         self.machine.lease_listeners.append(self._on_lease)
 
     # ================================================================== lifecycle
 
     async def start(self, _app: web.Application) -> None:
-        self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=256), json_serialize=lambda o: orjson.dumps(o).decode()
-        )
+        self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=256))
         self._task = asyncio.get_running_loop().create_task(self._lease_loop())
+
+    async def shutdown(self, _app: web.Application) -> None:
+        """Node stopping: end the open watch streams, which never end by themselves
+        (aiohttp would otherwise wait for them up to its shutdown timeout)."""
+        self.closing = True
+        for wake in list(self.stream_wakers):
+            wake()
 
     async def stop(self, _app: web.Application) -> None:
         if self._task is not None:
@@ -133,12 +150,104 @@ class KVNode:
 
     # ================================================================== writes
 
-    async def write(self, request: web.Request, raw: bytes, cmd: bytes) -> web.Response:
-        """Propose ``cmd`` on the leader (forwarding ``raw`` there if need be)."""
+    async def write(self, cmd: bytes) -> web.Response:
+        """Propose ``cmd``: here on the leader, else through the leader's batch endpoint;
+        retried through elections until the request deadline."""
         if len(cmd) > MAX_COMMAND_BYTES:
             return error_response(errors.err(errors.REQUEST_TOO_LARGE))
-        res = await self.on_leader(request, raw, lambda d: self.propose(cmd, d))
-        return res
+        deadline = time.monotonic() + self.timeout_s
+        while True:
+            rt = self.rt
+            res: web.Response | None = None
+            if rt.raft.role == Role.LEADER:
+                res = await self.propose(cmd, deadline)
+            elif rt.raft.leader and rt.raft.leader != rt.id:
+                res = await self.forward_command(cmd, rt.raft.leader, deadline)
+            if res is not None:
+                return res
+            if time.monotonic() + RETRY_S >= deadline:
+                return error_response(self._unavailable())
+            await asyncio.sleep(RETRY_S)
+
+    # ------------------------------------------------------------------ batched forwarding
+
+    async def forward_command(self, cmd: bytes, leader: str, deadline: float) -> web.Response | None:
+        """Hand ``cmd`` to the leader with every other write forwarded in this loop turn
+        (one HTTP request per batch, not per write). None: it was not proposed, retry."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Any] = loop.create_future()
+        fut.add_done_callback(_consume)
+        batch = self._fwd_pending.setdefault(leader, [])
+        batch.append((cmd, fut))
+        if len(batch) == 1:
+            loop.call_soon(self._flush_forwards, leader)
+        try:
+            res = await asyncio.wait_for(asyncio.shield(fut), max(0.01, deadline - time.monotonic()))
+        except TimeoutError:
+            return error_response(self._unavailable())
+        if res is None:
+            return None
+        if "error" in res:
+            return json_response(res, errors.HTTP_STATUS.get(res.get("code", 2), 500))
+        return self.answer(res)
+
+    def _flush_forwards(self, leader: str) -> None:
+        batch = self._fwd_pending.pop(leader, [])
+        for i in range(0, len(batch), FORWARD_BATCH_MAX):
+            asyncio.get_running_loop().create_task(
+                self._send_batch(leader, batch[i : i + FORWARD_BATCH_MAX]))
+
+    async def _send_batch(self, leader: str, batch: list[tuple[bytes, asyncio.Future[Any]]]) -> None:
+        results: list[Any] = [None] * len(batch)  # None: not delivered, safe to retry
+        try:
+            if self._session is None:
+                raise aiohttp.ClientConnectionError("no session yet")
+            host, port = self.rt.cluster.node(leader).http
+            self.counters["forwarded"] += len(batch)
+            async with self._session.post(
+                f"http://{host}:{port}{PROPOSE_PATH}",
+                data=b"[" + b",".join(cmd for cmd, _ in batch) + b"]",
+                headers={FORWARD_HEADER: "1", "Content-Type": "application/json"},
+                timeout=aiohttp.ClientTimeout(total=self.timeout_s + 1.0),
+            ) as r:
+                body = await r.read()
+            got = orjson.loads(body) if r.status == 200 else None
+            if isinstance(got, list) and len(got) == len(batch):
+                results = got
+        except (aiohttp.ClientConnectorError, KeyError):
+            pass
+        except (TimeoutError, aiohttp.ClientError, orjson.JSONDecodeError):
+            results = [self._unavailable().body()] * len(batch)  # may have been applied
+        for (_cmd, fut), res in zip(batch, results):
+            if not fut.done():
+                fut.set_result(res)
+
+    async def propose_batch(self, cmds: list[Any]) -> bytes:
+        """The leader's side of batched forwarding: propose each command, answer each with
+        what apply returned, ``null`` for one not proposed (not leader now: retry)."""
+        deadline = time.monotonic() + self.timeout_s
+        futs: list[asyncio.Future[Outcome] | None] = []
+        for c in cmds:
+            try:
+                futs.append(self.rt.propose_app(orjson.dumps(c)) if self.rt.raft.role == Role.LEADER else None)
+            except (NotLeader, ProposalDropped):
+                futs.append(None)
+        waiting = [f for f in futs if f is not None]
+        self.counters["proposed"] += len(waiting)
+        if waiting:
+            await asyncio.wait(waiting, timeout=max(0.0, deadline - time.monotonic()))
+        out: list[bytes] = []
+        for f in futs:
+            if f is None:
+                out.append(b"null")
+            elif not f.done():
+                f.add_done_callback(_consume)
+                out.append(orjson.dumps(self._unavailable().body()))
+            elif f.cancelled() or f.exception() is not None:  # ProposalLost: not applied
+                out.append(orjson.dumps(errors.err(errors.LEADER_CHANGED).body()))
+            else:
+                out.append(f.result().result)
+        return b"[" + b",".join(out) + b"]"
 
     async def propose(self, cmd: bytes, deadline: float) -> web.Response | None:
         try:
@@ -218,21 +327,71 @@ class KVNode:
 
     # ================================================================== reads
 
-    async def read_barrier(self, serializable: bool) -> KvError | None:
+    async def read_barrier(self, serializable: bool, deadline: float | None = None) -> KvError | None:
         """Wait until this replica may serve a linearizable read (ReadIndex, §6.4)."""
         if serializable:
             return None
-        deadline = time.monotonic() + self.timeout_s
+        if deadline is None:
+            deadline = time.monotonic() + self.timeout_s
         while True:
             remaining = deadline - time.monotonic()
             try:
-                await asyncio.wait_for(self.rt.linearizable_read(), max(0.01, min(1.0, remaining)))
+                await asyncio.wait_for(asyncio.shield(self._read_index()), max(0.01, remaining))
                 return None
             except (ReadNotConfirmed, TimeoutError):
                 pass
             if time.monotonic() + RETRY_S >= deadline:
                 return self._unavailable()
             await asyncio.sleep(RETRY_S)
+
+    def _read_index(self) -> asyncio.Future[None]:
+        """A read point confirmed *after* this call. Reads share ReadIndex requests, one in
+        flight at a time: the reads of one loop turn share one request, and those arriving
+        while it is in flight all wait for the next (issued after they came, as
+        linearizability wants)."""
+        fut = self._read_next
+        if fut is None:
+            loop = asyncio.get_running_loop()
+            fut = self._read_next = loop.create_future()
+            fut.add_done_callback(_consume)
+            if not self._read_busy:
+                self._read_busy = True  # launched on the next loop turn: this turn's reads join
+                loop.call_soon(self._launch_read)
+        return fut
+
+    def _launch_read(self) -> None:
+        waiters, self._read_next = self._read_next, None
+        if waiters is None:
+            self._read_busy = False
+            return
+        self._read_busy = True
+        self._read_gen += 1
+        gen = self._read_gen
+        loop = asyncio.get_running_loop()
+
+        def finish(exc: BaseException | None) -> None:
+            if gen != self._read_gen or not self._read_busy:
+                return  # this attempt already timed out
+            self._read_busy = False
+            timer.cancel()
+            if not waiters.done():
+                if exc is None:
+                    waiters.set_result(None)
+                else:
+                    waiters.set_exception(exc)
+            if self._read_next is not None:
+                self._launch_read()
+
+        def done(f: asyncio.Future[int]) -> None:
+            exc = ReadNotConfirmed(self.rt.raft.leader) if f.cancelled() else f.exception()
+            finish(exc)
+
+        # a lost ReadIndex message must not stall every read behind it
+        timer = loop.call_later(READ_ATTEMPT_S, lambda: finish(ReadNotConfirmed(self.rt.raft.leader)))
+        try:
+            self.rt.linearizable_read().add_done_callback(done)
+        except RaftError as e:
+            finish(e)
 
     # ================================================================== leases
 
@@ -335,5 +494,6 @@ def kv_app_factory(rt: NodeRuntime, app: web.Application) -> Application:
     node = KVNode(rt)
     mount(app, node)
     app.on_startup.append(node.start)
+    app.on_shutdown.append(node.shutdown)
     app.on_cleanup.append(node.stop)
     return node.machine

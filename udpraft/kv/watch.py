@@ -83,6 +83,7 @@ class WatchHub:
         self.streams = 0
         self.demotions = 0
         machine.listeners.append(self.on_commit)
+        machine.reset_listeners.append(self.on_reset)
 
     def on_commit(self, rev: int, changes: list[KV]) -> None:
         if not self.synced:
@@ -91,6 +92,7 @@ class WatchHub:
         for w in self.synced.values():
             if rev < w.next_rev:
                 continue
+            w.next_rev = rev + 1
             evs = w.select(changes)
             if not evs:
                 continue
@@ -100,6 +102,13 @@ class WatchHub:
             w.stream.wake()
         for w in demote:
             self.demote(w)
+
+    def on_reset(self) -> None:
+        """The machine jumped to a snapshot: every watcher catches up from the new feed
+        (or learns that the history it needs was compacted away)."""
+        for w in list(self.synced.values()):
+            self.demote(w)
+            w.stream.wake()
 
     def demote(self, w: Watcher) -> None:
         self.synced.pop(id(w), None)
