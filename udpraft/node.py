@@ -1,4 +1,5 @@
-"""``python -m udpraft.node --id n1 --cluster-config FILE [--data-dir DIR] [--storage KIND]``
+"""``python -m udpraft.node --id n1 --cluster-config FILE [--data-dir DIR] [--storage KIND]
+[--snapshot-entries N]``
 
 Runs one udpraft node process on uvloop. The cluster file lists every node's ``udp`` and
 ``http`` address; the cluster secret is read from beside it (or UDPRAFT_SECRET_FILE).
@@ -22,6 +23,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data-dir", help="default: the cluster file's data_dir, else data/<id>")
     ap.add_argument("--storage", choices=["file", "sqlite", "memory"], default="file")
     ap.add_argument("--tick-ms", type=float, default=10.0)
+    ap.add_argument("--snapshot-entries", type=int, default=0, metavar="N",
+                    help="snapshot the state and compact the log every N applied entries "
+                         "(default 0: never; snapshots from the leader are installed anyway)")
     ap.add_argument("--exit-with-parent", action="store_true",
                     help="stop (gracefully) when the parent process dies (used by the launcher)")
     ap.add_argument("--log-level", default=os.environ.get("UDPRAFT_LOG", "INFO"))
@@ -45,6 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     opts = NodeOptions(
         a.id, cluster, secret, data_dir, a.storage, tick_s=a.tick_ms / 1000.0,
         app_factory=kv_app_factory,  # every node serves the etcd v3 JSON API on its http port
+        parent_pid=os.getppid() if a.exit_with_parent else 0,
+        snapshot_entries=max(0, a.snapshot_entries),
     )
     try:
         import uvloop

@@ -15,6 +15,11 @@ How this works — one asyncio loop (uvloop in production), three kinds of work:
 
 A failed disk write ends the process (crash-only): the launcher restarts it and recovery
 runs from the durable log.
+
+Snapshots (snapshot_transfer.py does the work; the hooks here are marked ``[snapshots]``):
+start-up joins the newest valid snapshot with the log, ``_drive`` gives the Snapshotter its
+turn and installs a received snapshot before applying a Ready's committed entries, the disk
+thread persists it with the Ready, and InstallSnapshot / snapshot chunks are routed to it.
 """
 
 from __future__ import annotations
@@ -32,13 +37,15 @@ from typing import Any
 
 from udpraft.config import ClusterConfig
 from udpraft.core.errors import NotLeader, ProposalDropped, RaftError
-from udpraft.core.messages import MESSAGE_TYPES, Message
+from udpraft.core.messages import MESSAGE_TYPES, InstallSnapshot, Message
 from udpraft.core.raft import RaftNode
 from udpraft.core.ready import Config, ReadState, Ready, Role
 from udpraft.core.sessions import Verdict
 from udpraft.core.types import Entry
 from udpraft.io.faults import FaultHook
 from udpraft.io.hist import Histogram
+from udpraft.io.snapshot_transfer import Snapshotter
+from udpraft.io.snapshots import SnapshotStore, recover
 from udpraft.reliability.endpoint import ReliableEndpoint
 from udpraft.service.logservice import APP_PREFIX, Application, LogService, Outcome
 from udpraft.storage.base import LogStore
@@ -50,6 +57,7 @@ from udpraft.wire import (
     WireContext,
     entries_to_wire,
 )
+from udpraft.wire.messages import SnapshotAck, SnapshotChunk
 
 log = logging.getLogger("udpraft.node")
 
@@ -67,7 +75,12 @@ class ReadNotConfirmed(RaftError):
 
 Addr = tuple[str, int]
 _RAFT = frozenset(MESSAGE_TYPES)
-DEFAULT_RAFT_CONFIG = Config(election_ticks=50, heartbeat_ticks=5, max_msg_bytes=48_000)
+# 32 appends of up to 48 KB in flight per follower (~1.5 MB) stay well inside the 4 MiB
+# socket buffers: a deeper window let a burst overflow a follower's buffer, starving
+# heartbeats until the leader lost its term (seen with 1 KB x 10,000 in flight).
+DEFAULT_RAFT_CONFIG = Config(
+    election_ticks=50, heartbeat_ticks=5, max_msg_bytes=48_000, max_inflight_msgs=32
+)
 FSYNC_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 BATCH_BUCKETS = (1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 5000.0)
 MAX_WAITERS = 200_000  # client requests waiting for their entry to apply
@@ -88,21 +101,30 @@ class NodeRuntime:
         raft_config: Config | None = None,
         tick_s: float = 0.01,
         app: Application | None = None,
+        snapshot_dir: str | None = None,
+        snapshot_entries: int = 0,
     ) -> None:
         self.id = node_id
         self.cluster = cluster
         self.store = store
         self.tick_s = tick_s
-        hs, entries = store.load()
+        # [snapshots] the newest valid snapshot, then the log after it
+        snaps = SnapshotStore(snapshot_dir) if snapshot_dir else None
+        rec = recover(store, snaps)
         self.raft = RaftNode(
             node_id,
             cluster.ids,
             random.Random(secrets.token_bytes(16)),
             raft_config or DEFAULT_RAFT_CONFIG,
-            hs,
-            entries,
+            rec.hard_state,
+            rec.entries,
+            rec.snapshot,
         )
         self.service = LogService(app)
+        if rec.body is not None:  # [snapshots]
+            self.service.restore(rec.body)
+            if self.service.applied_index != rec.snapshot.index:
+                raise RuntimeError(f"snapshot {rec.snapshot} holds the state at {self.service.applied_index}")
         self.ctx = WireContext(
             cluster_id=cluster.cluster,
             secret=secret,
@@ -120,6 +142,9 @@ class NodeRuntime:
         self.transport: asyncio.DatagramTransport | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._disk = ThreadPoolExecutor(1, thread_name_prefix=f"disk-{node_id}")
+        self.snapper = (  # [snapshots]
+            Snapshotter(self, snaps, snapshot_entries, self._disk, rec.snapshot) if snaps else None
+        )
         self._persist_q: list[Ready] = []
         self._persist_task: asyncio.Task[None] | None = None
         self._drive_scheduled = False
@@ -157,6 +182,8 @@ class NodeRuntime:
                 await asyncio.wait_for(self._persist_task, 5.0)
             except (TimeoutError, asyncio.CancelledError):
                 pass
+        if self.snapper is not None:  # [snapshots]
+            self.snapper.close()
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._disk, self.store.close)
         self._disk.shutdown(wait=True)
@@ -187,6 +214,13 @@ class NodeRuntime:
                     self.counters["drop_forward_from_stranger"] += 1
                     continue
                 self._on_client(m.request, (m.client_host, m.client_port), forwarded=True)
+            elif isinstance(m, SnapshotChunk | SnapshotAck):  # [snapshots]
+                if d.sender not in self.addr_of or self.snapper is None:
+                    self.counters["drop_snapshot_msg"] += 1
+                elif isinstance(m, SnapshotChunk):
+                    self.snapper.on_chunk(d.sender, m)
+                else:
+                    self.snapper.on_ack(d.sender, m)
             else:
                 self.counters["drop_unexpected"] += 1
         self._kick()
@@ -206,6 +240,8 @@ class NodeRuntime:
             self._expire_local()
         if self.counters["ticks"] % 100 == 0:
             self._expire_waiters()
+        if self.snapper is not None and self.counters["ticks"] % 10 == 0:  # [snapshots]
+            self.snapper.tick()
         self._kick()
 
     # ================================================================== drive
@@ -224,6 +260,8 @@ class NodeRuntime:
             self._propose_local_batch()
         while self.raft.has_ready():
             rd = self.raft.ready()
+            if rd.snapshot is not None and self.snapper is not None:  # [snapshots]
+                self.snapper.restore_for_ready(rd)  # before its committed entries apply
             for m in rd.messages:
                 self._send_raft(m)
             # Committed entries are durable on a quorum, so they are applied (and clients
@@ -232,10 +270,13 @@ class NodeRuntime:
             if rd.committed_entries:
                 self._apply(rd.committed_entries)
             self._take_read_states(rd)
-            if rd.entries or rd.hard_state is not None or rd.persisted_messages or self._persist_q:
+            if (rd.entries or rd.hard_state is not None or rd.persisted_messages
+                    or rd.snapshot is not None or self._persist_q):
                 self._persist_q.append(rd)
             else:
                 self.raft.advance(rd)
+        if self.snapper is not None:  # [snapshots] take one, compact the log
+            self.snapper.on_drive()
         self._serve_reads()
         self._note_role()
         self._flush_net()
@@ -257,7 +298,7 @@ class NodeRuntime:
         try:
             while self._persist_q:
                 batch, self._persist_q = self._persist_q, []
-                if any(rd.entries or rd.hard_state for rd in batch):
+                if any(rd.entries or rd.hard_state or rd.snapshot for rd in batch):
                     t0 = time.perf_counter()
                     await loop.run_in_executor(self._disk, self._write_batch, batch)
                     self.fsync_s.observe(time.perf_counter() - t0)
@@ -273,6 +314,8 @@ class NodeRuntime:
 
     def _write_batch(self, batch: list[Ready]) -> None:
         for rd in batch:
+            if rd.snapshot is not None and self.snapper is not None:  # [snapshots]
+                self.snapper.persist_install(rd.snapshot)  # file, then log reset/compact
             if rd.entries:
                 self.store.append(rd.entries)
             if rd.hard_state is not None:
@@ -281,6 +324,8 @@ class NodeRuntime:
         self.counters["fsyncs"] += 1
 
     def _after_persist(self, rd: Ready) -> None:
+        if rd.snapshot is not None and self.snapper is not None:  # [snapshots]
+            self.snapper.on_installed(rd.snapshot)
         for m in rd.persisted_messages:
             self._send_raft(m)
         self.raft.advance(rd)
@@ -441,7 +486,10 @@ class NodeRuntime:
                 return
             ents, nxt, more = self.retrieve_entries(start, RETRIEVE_MAX_BYTES)
             rows, blobs = entries_to_wire(ents)
-            body = {"entries": rows, "next": nxt, "more": more}
+            body: dict[str, Any] = {"entries": rows, "next": nxt, "more": more}
+            first = self.raft.log.first_index()
+            if start < first:  # [snapshots] what lies before is in a snapshot, not the log
+                body["compacted_before"] = first
             self._reply(ClientResponse(ClientKind.RETRIEVE, req.req_id, True, body, self.raft.leader, blobs), reply_to)
 
         self.read_index(serve)
@@ -467,6 +515,12 @@ class NodeRuntime:
     # ================================================================== sending
 
     def _send_raft(self, m: Message) -> None:
+        if isinstance(m, InstallSnapshot):  # [snapshots] carried as chunks of the file
+            if self.snapper is not None:
+                self.snapper.send_snapshot(m)
+            else:
+                self.raft.report_snapshot(m.dst, False)
+            return
         addr = self.addr_of.get(m.dst)
         if addr is None:
             return
@@ -549,6 +603,9 @@ class NodeRuntime:
             "session_expired": self.service.expired,
             "waiters": len(self._waiters),
         }
+        if self.snapper is not None:  # [snapshots]
+            st["snapshot"] = self.snapper.status()
+            st["first_log_index"] = self.raft.log.first_index()
         st["faults"] = self.faults.describe()
         st["links"] = {
             p: {"out": self.link_out[p], "in": self.link_in[p]} for p in self.addr_of if p != self.id

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shutil
 import signal
 import socket
 from collections.abc import Callable
@@ -69,15 +70,20 @@ class NodeOptions:
     tick_s: float = 0.01
     app_factory: Callable[[NodeRuntime, web.Application], Application | None] | None = None
     parent_pid: int = 0  # when set, stop once this process is no longer our parent
+    snapshot_entries: int = 0  # snapshot + compact every N applied entries (0: never)
 
 
 async def start_node(opts: NodeOptions) -> tuple[NodeRuntime, web.AppRunner]:
     me = opts.cluster.node(opts.node_id)
     os.makedirs(opts.data_dir, exist_ok=True)
     store = open_store(opts.storage, opts.data_dir)
+    snapshot_dir = os.path.join(opts.data_dir, "snapshots")
+    if opts.storage == "memory":  # a memory log keeps nothing across restarts: nor do snapshots
+        shutil.rmtree(snapshot_dir, ignore_errors=True)
     rt = NodeRuntime(
         opts.node_id, opts.cluster, opts.secret, store,
         raft_config=opts.raft_config, tick_s=opts.tick_s,
+        snapshot_dir=snapshot_dir, snapshot_entries=opts.snapshot_entries,
     )
     app = make_app(rt)
     if opts.app_factory is not None:

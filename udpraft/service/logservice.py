@@ -14,17 +14,29 @@ with ``APP_PREFIX`` and go to the application. Client submits may not start with
 (the runtime refuses them), so neither can be mistaken for the other.
 
 Pure: the runtime feeds it; the same log gives every replica the same decisions.
+
+Snapshots: ``snapshot()`` serializes everything a replica needs to continue exactly as this
+one from ``applied_index`` on (``restore`` is the inverse): the session table (with the
+cached results), the hidden indices above a floor (``retrieve`` only walks the log after the
+snapshot, so the default floor, the applied index itself, leaves none) and the
+application's own snapshot when it has ``snapshot()``/``restore()``. The encoding is a
+fixed binary layout written in table order, so equal states give equal bytes. An
+application attached after a restore (the node wires the KV store in after the runtime
+started) receives its part of the snapshot when it is attached.
 """
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
-from udpraft.core.sessions import SessionTable, Verdict
+from udpraft.core.sessions import SessionSnapshot, SessionTable, Verdict
 from udpraft.core.types import Entry, EntryKind
 
 APP_PREFIX = b"\xffudpraft-app\x00"
+SNAPSHOT_MAGIC = b"LSVC"
+SNAPSHOT_VERSION = 1
 
 
 class Application(Protocol):
@@ -57,7 +69,8 @@ class LogService:
         session_window: int = 4096,
         session_ttl_ms: int = 3_600_000,
     ) -> None:
-        self.app: Application = app or NullApplication()
+        self._app: Application = app or NullApplication()
+        self._pending_app: bytes | None = None  # restored before an application was attached
         self.sessions: SessionTable[tuple[int, int, bytes]] = SessionTable(
             window=session_window, ttl_ms=session_ttl_ms
         )
@@ -92,7 +105,19 @@ class LogService:
         return Outcome(Verdict.EXPIRED, e.index, e.term, b"")
 
     def _run(self, e: Entry) -> bytes:
-        return self.app.apply(e.index, e.data[len(APP_PREFIX) :])
+        return self._app.apply(e.index, e.data[len(APP_PREFIX) :])
+
+    @property
+    def app(self) -> Application:
+        return self._app
+
+    @app.setter
+    def app(self, app: Application) -> None:
+        """Attach the application; it receives the state of a snapshot restored earlier."""
+        self._app = app
+        if self._pending_app is not None:
+            data, self._pending_app = self._pending_app, None
+            _restore_app(app, data)
 
     def lookup(self, client_id: str, seq: int) -> Outcome | None:
         """A retried request whose first copy was already applied: answer from the cache."""
@@ -103,3 +128,143 @@ class LogService:
 
     def visible(self, e: Entry) -> bool:
         return e.kind == EntryKind.NORMAL and e.index not in self.hidden
+
+    # ================================================================== snapshots
+
+    def snapshot(self, hidden_above: int | None = None) -> bytes:
+        """The replicated state at ``applied_index`` as bytes (deterministic)."""
+        floor = self.applied_index if hidden_above is None else hidden_above
+        app_data = _snapshot_app(self._app)
+        if app_data is None:
+            app_data = self._pending_app  # never attached: carry it on unchanged
+        snap = self.sessions.snapshot()
+        out = [_HEAD.pack(SNAPSHOT_MAGIC, SNAPSHOT_VERSION, self.applied_index,
+                          snap.last_sweep_ms, len(snap.sessions))]
+        for cid, last_ts, max_seq, results in snap.sessions:
+            raw = cid.encode("utf-8")
+            out.append(_SESSION.pack(len(raw), last_ts, max_seq, len(results)))
+            out.append(raw)
+            for seq, (index, term, result) in results.items():
+                out.append(_RESULT.pack(seq, index, term, len(result)))
+                out.append(result)
+        hidden = sorted(i for i in self.hidden if i > floor)
+        out.append(_COUNT.pack(len(hidden)))
+        out.append(struct.pack(f"<{len(hidden)}Q", *hidden))
+        if app_data is None:
+            out.append(_APP.pack(0, 0))
+        else:
+            out.append(_APP.pack(1, len(app_data)))
+            out.append(app_data)
+        return b"".join(out)
+
+    def restore(self, data: bytes) -> None:
+        """Replace the state with a snapshot's. Raises ValueError on malformed bytes (the
+        snapshot layer checksums its files, so that means a bug, not a bit flip)."""
+        r = _Reader(data)
+        magic, version, applied, last_sweep, n_sessions = r.take(_HEAD)
+        if magic != SNAPSHOT_MAGIC or version != SNAPSHOT_VERSION:
+            raise ValueError(f"not a log service snapshot (magic {magic!r}, version {version})")
+        sessions: list[tuple[str, int, int, dict[int, tuple[int, int, bytes]]]] = []
+        for _ in range(n_sessions):
+            cid_len, last_ts, max_seq, n_results = r.take(_SESSION)
+            cid = r.raw(cid_len).decode("utf-8")
+            results: dict[int, tuple[int, int, bytes]] = {}
+            for _ in range(n_results):
+                seq, index, term, rlen = r.take(_RESULT)
+                results[seq] = (index, term, r.raw(rlen))
+            sessions.append((cid, last_ts, max_seq, results))
+        (n_hidden,) = r.take(_COUNT)
+        hidden = struct.unpack(f"<{n_hidden}Q", r.raw(8 * n_hidden))
+        has_app, app_len = r.take(_APP)
+        app_data = r.raw(app_len) if has_app else None
+        if not r.done():
+            raise ValueError("trailing bytes after the log service snapshot")
+        table: SessionTable[tuple[int, int, bytes]] = SessionTable(
+            window=self.sessions.window, ttl_ms=self.sessions.ttl_ms,
+            max_sessions=self.sessions.max_sessions,
+        )
+        table.restore(SessionSnapshot(last_sweep, sessions))
+        if app_data is not None:
+            if _can_restore(self._app):
+                _restore_app(self._app, app_data)
+                self._pending_app = None
+            else:
+                self._pending_app = app_data  # handed over when the application is attached
+        self.sessions = table
+        self.hidden = set(hidden)
+        self.applied_index = applied
+
+    def prune_hidden(self, upto: int) -> None:
+        """Forget hidden indices ``<= upto`` (the log before them was compacted away)."""
+        if self.hidden and min(self.hidden) <= upto:
+            self.hidden = {i for i in self.hidden if i > upto}
+
+
+_HEAD = struct.Struct("<4sHQQI")  # magic, version, applied index, last sweep, sessions
+_SESSION = struct.Struct("<HQQI")  # client id length, last ts, max seq, results
+_RESULT = struct.Struct("<QQQI")  # seq, index, term, result length
+_COUNT = struct.Struct("<I")
+_APP = struct.Struct("<BQ")  # has application state, its length
+
+
+class _Reader:
+    __slots__ = ("data", "pos")
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.pos = 0
+
+    def take(self, st: struct.Struct) -> tuple[Any, ...]:
+        if self.pos + st.size > len(self.data):
+            raise ValueError("log service snapshot is truncated")
+        out = st.unpack_from(self.data, self.pos)
+        self.pos += st.size
+        return out
+
+    def raw(self, n: int) -> bytes:
+        if self.pos + n > len(self.data):
+            raise ValueError("log service snapshot is truncated")
+        out = self.data[self.pos : self.pos + n]
+        self.pos += n
+        return out
+
+    def done(self) -> bool:
+        return self.pos == len(self.data)
+
+
+def _snapshot_app(app: Application) -> bytes | None:
+    fn = getattr(app, "snapshot", None)
+    if not callable(fn) or not hasattr(app, "restore"):
+        return None
+    data = fn()
+    if not isinstance(data, bytes):
+        raise TypeError(f"{type(app).__name__}.snapshot() returned {type(data).__name__}")
+    return data
+
+
+def _can_restore(app: Application) -> bool:
+    return callable(getattr(app, "restore", None)) and callable(getattr(app, "snapshot", None))
+
+
+def _restore_app(app: Application, data: bytes) -> None:
+    """Put ``data`` (from the application's ``snapshot()``) into the live ``app``.
+
+    ``restore(data)`` normally changes the object in place. A ``restore`` that builds a new
+    object instead (a classmethod) is adopted: the fresh object's attributes are copied onto
+    the live one, except non-empty lists of callables, which are hooks wired in at start-up
+    (listeners) that the fresh object cannot know about.
+    """
+    if not _can_restore(app):
+        raise RuntimeError(
+            f"the snapshot holds application state, but {type(app).__name__} cannot restore it"
+        )
+    out = app.restore(data)  # type: ignore[attr-defined]
+    if out is None or out is app:
+        return
+    if type(out) is not type(app) or not hasattr(out, "__dict__"):
+        raise TypeError(f"{type(app).__name__}.restore() returned {type(out).__name__}")
+    for name, value in vars(out).items():
+        cur = getattr(app, name, None)
+        if isinstance(cur, list) and cur and all(callable(x) for x in cur):
+            continue
+        setattr(app, name, value)

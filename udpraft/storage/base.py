@@ -11,9 +11,10 @@ the runtime drives; the core never sees it. The runtime calls, per Ready:
 
 The log is a contiguous run of entries ``first_index() .. last_index()``. An empty log has
 ``last_index() == first_index() - 1``. ``first_index()`` starts at 1 and grows only through
-``compact`` (a later snapshot layer will call it). ``append`` whose first index is at or
-below ``last_index()`` is a Raft conflict truncation (§5.3): everything from that index on
-is dropped first.
+``compact`` (after a snapshot made the prefix redundant) and ``reset`` (a snapshot installed
+from the leader replaced the whole log). ``append`` whose first index is at or below
+``last_index()`` is a Raft conflict truncation (§5.3): everything from that index on is
+dropped first.
 
 Failures come in the three kinds ARCHITECTURE.md names: misuse (a gap, a batch that is not
 contiguous, truncating into the compacted prefix) raises ``ValueError``; a store that cannot
@@ -73,6 +74,14 @@ class LogStore(Protocol):
 
     def compact(self, upto_index: int) -> None:
         """Allow entries ``<= upto_index`` to be discarded; later entries stay."""
+        ...
+
+    def reset(self, first_index: int) -> None:
+        """Drop every entry: the log is empty and continues at ``first_index``.
+
+        For a snapshot installed from the leader that the local log does not match (or does
+        not reach). Durable, and atomic across a crash, by the next ``sync`` at the latest.
+        """
         ...
 
     def close(self) -> None:

@@ -37,7 +37,16 @@ the entry tag byte (0xE1) and checks a frame just before each hit, so it runs at
 (a hole, then a good record) is reported as corruption, not repaired.
 
 ``compact(i)`` unlinks whole segments whose entries are all ``<= i``, oldest first; the
-first index of the log is the name of its first segment.
+first index of the log is the name of its first segment. When the active segment holds
+entries ``<= i`` it is sealed first (a new active segment starts after the last entry), so
+the next compaction can drop it: with periodic snapshots the log on disk stays bounded by
+about two snapshot intervals, even though segments may be up to 64 MiB.
+
+``reset(i)`` (a snapshot installed from the leader replaced the whole log) writes a small
+``RESET`` intent file (temp file, fsync, rename, directory fsync) naming ``i``, unlinks
+every segment, creates an empty one named ``i`` and removes the intent. Opening a directory
+that still holds ``RESET`` finishes the interrupted reset first, so a crash never leaves a
+mix of old segments and the new start.
 """
 
 from __future__ import annotations
@@ -70,6 +79,7 @@ log = logging.getLogger(__name__)
 
 SEGMENT_BYTES_MAX = 64 << 20
 LOCK_NAME = "LOCK"
+RESET_NAME = "RESET"
 _SEGMENT_RE = re.compile(r"^wal-(\d{20})\.log$")
 _TAG = bytes([ENTRY_TAG])
 
@@ -190,6 +200,7 @@ class FileLogStore:
         hs_path = os.path.join(self._dir, HARD_STATE_NAME)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(hs_path + ".tmp")  # an interrupted creation; the rename never happened
+        self._finish_interrupted_reset()
         files = self._segment_files()
         if files and not os.path.exists(hs_path):
             raise CorruptLogError(hs_path, 0, "hard state file missing while segments exist")
@@ -384,8 +395,11 @@ class FileLogStore:
             return
         self._recovered = None
         try:
-            if upto >= self.last_index() and self._segments[-1].offsets:
-                self._roll()  # an empty active segment now carries the first index
+            active = self._segments[-1]
+            if active.offsets and active.first_index <= upto:
+                # Seal it so a later compaction can drop it whole (and, when everything
+                # goes, an empty active segment carries the first index).
+                self._roll()
             while len(self._segments) > 1 and self._segments[0].last_index <= upto:
                 os.unlink(self._segments[0].path)  # oldest first: a suffix remains
                 fsync_dir(self._dir)
@@ -393,6 +407,65 @@ class FileLogStore:
         except OSError as exc:
             self._failed = exc
             raise StorageError(f"log store {self._dir}: compaction failed: {exc}") from exc
+
+    # -- reset (a snapshot replaced the whole log) -----------------------------------------
+
+    def reset(self, first_index: int) -> None:
+        self._check()
+        if first_index < 1:
+            raise ValueError(f"reset to first index {first_index} < 1")
+        self._recovered = None
+        marker = os.path.join(self._dir, RESET_NAME)
+        try:
+            tmp = marker + ".tmp"
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+            try:
+                os.write(fd, f"{first_index}\n".encode())
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.rename(tmp, marker)
+            fsync_dir(self._dir)
+            self._reset_segments(first_index)
+            os.unlink(marker)
+            fsync_dir(self._dir)
+        except OSError as exc:
+            self._failed = exc
+            raise StorageError(f"log store {self._dir}: reset failed: {exc}") from exc
+
+    def _reset_segments(self, first_index: int) -> None:
+        """Unlink every segment (newest first), then start an empty one at ``first_index``."""
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+        for _first, path in reversed(self._segment_files()):
+            os.unlink(path)
+        fsync_dir(self._dir)
+        path = os.path.join(self._dir, segment_name(first_index))
+        self._fd = self._open_segment(path, create=True)
+        self._segments = [_Segment(first_index, path, array("Q"), 0)]
+        self._dirty = False
+
+    def _finish_interrupted_reset(self) -> None:
+        marker = os.path.join(self._dir, RESET_NAME)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(marker + ".tmp")  # the intent was never recorded: nothing happened
+        try:
+            text = _read_file(marker)
+        except FileNotFoundError:
+            return
+        try:
+            first_index = int(text.decode("ascii").strip())
+        except (UnicodeDecodeError, ValueError):
+            raise CorruptLogError(marker, 0, f"unreadable reset intent {text[:40]!r}") from None
+        if first_index < 1:
+            raise CorruptLogError(marker, 0, f"reset intent names index {first_index}")
+        log.warning("log %s: finishing an interrupted reset to index %d", self._dir, first_index)
+        self._reset_segments(first_index)
+        os.close(self._fd)
+        self._fd = -1
+        os.unlink(marker)
+        fsync_dir(self._dir)
 
     def close(self) -> None:
         if self._closed:

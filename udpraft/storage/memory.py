@@ -60,5 +60,12 @@ class MemoryLogStore:
         del self._entries[: upto + 1 - self._first]
         self._first = upto + 1
 
+    def reset(self, first_index: int) -> None:
+        self._check_open()
+        if first_index < 1:
+            raise ValueError(f"reset to first index {first_index} < 1")
+        self._entries = []
+        self._first = first_index
+
     def close(self) -> None:
         self._closed = True

@@ -5,7 +5,7 @@ How this works: two tables,
     log(idx INTEGER PRIMARY KEY, term, kind, client_id, seq, ts_ms, data BLOB)
     meta(key TEXT PRIMARY KEY, value)    -- term, vote, commit, first_index
 
-``append``, ``set_hard_state`` and ``compact`` open a transaction if none is open and add
+``append``, ``set_hard_state``, ``compact`` and ``reset`` open a transaction if none is open and add
 to it; ``sync`` commits it. So one commit, which with ``journal_mode=WAL`` and
 ``synchronous=FULL`` is one fsync of SQLite's WAL file, covers every write since the last
 sync: group commit, and SQLite supplies the atomicity. A process killed before ``sync``
@@ -216,6 +216,21 @@ class SqliteLogStore:
         except sqlite3.Error as exc:
             raise self._fail(exc) from exc
         self._first = upto + 1
+
+    def reset(self, first_index: int) -> None:
+        """Empty the log (one transaction with whatever else is open: atomic at ``sync``)."""
+        self._check()
+        if first_index < 1:
+            raise ValueError(f"reset to first index {first_index} < 1")
+        _check_int64(first_index)
+        try:
+            self._begin()
+            self._db.execute("DELETE FROM log")
+            self._db.execute(_SET_META, ("first_index", first_index))
+        except sqlite3.Error as exc:
+            raise self._fail(exc) from exc
+        self._first = first_index
+        self._last = first_index - 1
 
     def close(self) -> None:
         if self._closed:

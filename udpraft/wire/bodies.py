@@ -22,6 +22,8 @@ layout's header against ~43 us for JSON rows plus base64 decoding.
     Forward              [host, port, kind, req_id, client_id, body, [blob_len, ...]] + blobs
     Ack                  [incarnation, [lo, hi, lo, hi, ...]]
     Fragment             [group_id, index, count, total_len] + chunk
+    SnapshotChunk        [term, index, snap_term, offset, total, checksum] + data
+    SnapshotAck          [term, index, snap_term, next_offset, status]
 
 Client kinds are carried by the message type (CLIENT_SUBMIT, CLIENT_SUBMIT_RESP, ...).
 Raft messages other than AppendEntries share one generic codec derived from their
@@ -66,6 +68,9 @@ from udpraft.wire.messages import (
     ClientResponse,
     Forward,
     Fragment,
+    SnapshotAck,
+    SnapshotChunk,
+    SnapshotStatus,
     WireMessage,
 )
 
@@ -76,6 +81,8 @@ MAX_BLOBS = 65_536
 MAX_ACK_RANGES = 1024
 MAX_FRAGMENTS = 65_535
 MAX_FRAGMENT_TOTAL = 1 << 31
+MAX_CHECKSUM_CHARS = 64
+_SNAPSHOT_STATUS = {int(v): v for v in SnapshotStatus}
 
 RAFT_TYPES: dict[type, MsgType] = {
     cm.PreVote: MsgType.PRE_VOTE,
@@ -442,6 +449,41 @@ def _dec_fragment(h: Any, blob: bytes, sender: str, dst: str) -> WireMessage:
     return Fragment(group_id, index, count, total_len, blob)
 
 
+def _enc_snapshot_chunk(m: SnapshotChunk) -> tuple[bytes, Sequence[bytes]]:
+    if type(m.data) is not bytes:
+        raise EncodeError("SnapshotChunk.data must be bytes")
+    head = (m.term, m.index, m.snap_term, m.offset, m.total, m.checksum)
+    return _dumps(head, "SnapshotChunk"), (m.data,)
+
+
+def _dec_snapshot_chunk(h: Any, blob: bytes, sender: str, dst: str) -> WireMessage:
+    term, index, snap_term, offset, total, checksum = _shape(h, 6, "SnapshotChunk")
+    for v, what in ((term, "term"), (index, "index"), (snap_term, "snap_term"),
+                    (offset, "offset"), (total, "total")):
+        _int(v, what)
+    _str(checksum, MAX_CHECKSUM_CHARS, "checksum")
+    if offset + len(blob) > total:
+        raise BodyError(DropReason.BAD_FIELD, "SnapshotChunk.total")
+    return SnapshotChunk(term, index, snap_term, offset, total, checksum, blob)
+
+
+def _enc_snapshot_ack(m: SnapshotAck) -> tuple[bytes, Sequence[bytes]]:
+    head = (m.term, m.index, m.snap_term, m.next_offset, int(m.status))
+    return _dumps(head, "SnapshotAck"), ()
+
+
+def _dec_snapshot_ack(h: Any, blob: bytes, sender: str, dst: str) -> WireMessage:
+    term, index, snap_term, next_offset, status = _shape(h, 5, "SnapshotAck")
+    if blob:
+        raise BodyError(DropReason.BAD_BODY, "SnapshotAck")
+    for v, what in ((term, "term"), (index, "index"), (snap_term, "snap_term"),
+                    (next_offset, "next_offset")):
+        _int(v, what)
+    if type(status) is not int or status not in _SNAPSHOT_STATUS:
+        raise BodyError(DropReason.BAD_FIELD, "SnapshotAck.status")
+    return SnapshotAck(term, index, snap_term, next_offset, _SNAPSHOT_STATUS[status])
+
+
 def _build_codecs() -> tuple[dict[type, Codec], dict[int, Codec]]:
     by_cls: dict[type, Codec] = {}
     for cls, mtype in RAFT_TYPES.items():
@@ -452,6 +494,10 @@ def _build_codecs() -> tuple[dict[type, Codec], dict[int, Codec]]:
     by_cls[Ack] = Codec(MsgType.ACK, False, _enc_ack, _dec_ack)
     by_cls[Fragment] = Codec(MsgType.FRAGMENT, False, _enc_fragment, _dec_fragment)
     by_cls[Forward] = Codec(MsgType.FORWARD, False, _enc_forward, _dec_forward)
+    by_cls[SnapshotChunk] = Codec(
+        MsgType.SNAPSHOT_CHUNK, False, _enc_snapshot_chunk, _dec_snapshot_chunk
+    )
+    by_cls[SnapshotAck] = Codec(MsgType.SNAPSHOT_ACK, False, _enc_snapshot_ack, _dec_snapshot_ack)
     by_code = {c.mtype.value: c for c in by_cls.values()}
     for kind, mtype in REQUEST_TYPES.items():
         by_code[mtype.value] = _request_codec(mtype, kind)

@@ -95,6 +95,9 @@ class MsgType(IntEnum):
     CLIENT_READ = 70
     CLIENT_READ_RESP = 71
     FORWARD = 80
+    # snapshot transfer (leader -> lagging follower, beside Raft's InstallSnapshot)
+    SNAPSHOT_CHUNK = 96
+    SNAPSHOT_ACK = 97
 
 
 class DropReason(StrEnum):

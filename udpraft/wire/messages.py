@@ -103,4 +103,44 @@ class Fragment:
     chunk: bytes
 
 
-WireMessage = Message | Ack | Fragment | ClientRequest | ClientResponse | Forward
+class SnapshotStatus(IntEnum):
+    """What a follower says about a snapshot transfer (SnapshotAck.status)."""
+
+    PROGRESS = 0  # keep going from next_offset
+    DONE = 1  # received, verified, handed to Raft
+    STALE = 2  # this follower already has the log up to the snapshot index
+    FAILED = 3  # the assembled file failed its checks: start over or give up
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotChunk:
+    """Bytes ``offset .. offset + len(data)`` of the leader's snapshot file (Raft §7).
+
+    ``index``/``snap_term`` name the snapshot, ``total`` the file size and ``checksum`` (hex
+    BLAKE2b of the snapshot body) tells one transfer's bytes from another's. ``term`` is the
+    leader's current term. Sent reliably; the receiver writes chunks at their offsets.
+    """
+
+    term: int
+    index: int
+    snap_term: int
+    offset: int
+    total: int
+    checksum: str
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotAck:
+    """The follower has every byte before ``next_offset`` (and what ``status`` says)."""
+
+    term: int
+    index: int
+    snap_term: int
+    next_offset: int
+    status: SnapshotStatus
+
+
+WireMessage = (
+    Message | Ack | Fragment | ClientRequest | ClientResponse | Forward | SnapshotChunk | SnapshotAck
+)

@@ -1,0 +1,193 @@
+"""LogService.snapshot()/restore(): sessions, hidden indices and the application's state."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+
+import pytest
+
+from udpraft.core.sessions import Verdict
+from udpraft.core.types import Entry, EntryKind
+from udpraft.service.logservice import APP_PREFIX, LogService, Outcome
+
+
+class Counter:
+    """An application with in-place snapshot/restore."""
+
+    def __init__(self) -> None:
+        self.total = 0
+        self.seen: list[int] = []
+
+    def apply(self, index: int, data: bytes) -> bytes:
+        self.total += int(data)
+        self.seen.append(index)
+        return str(self.total).encode()
+
+    def snapshot(self) -> bytes:
+        return f"{self.total}:{','.join(map(str, self.seen))}".encode()
+
+    def restore(self, data: bytes) -> None:
+        total, _, seen = data.decode().partition(":")
+        self.total = int(total)
+        self.seen = [int(x) for x in seen.split(",") if x]
+
+
+class FactoryApp:
+    """Like the KV machine: ``restore`` is a classmethod building a new object, and hooks
+    (listeners) are wired onto the live object at start-up."""
+
+    def __init__(self) -> None:
+        self.value = b""
+        self.listeners: list[Callable[[bytes], None]] = []
+
+    def apply(self, index: int, data: bytes) -> bytes:
+        self.value = data
+        for f in self.listeners:
+            f(data)
+        return b"ok"
+
+    def snapshot(self) -> bytes:
+        return self.value
+
+    @classmethod
+    def restore(cls, data: bytes) -> FactoryApp:
+        m = cls()
+        m.value = data
+        return m
+
+
+class NoSnapshotApp:
+    def apply(self, index: int, data: bytes) -> bytes:
+        return b""
+
+
+def workload(seed: int, n: int = 400) -> list[Entry]:
+    """Entries from a few clients: new requests, retries (duplicates), app commands, no-ops,
+    an unknown session (expired), advancing timestamps."""
+    rng = random.Random(seed)
+    out: list[Entry] = []
+    seqs = {f"c{i}": 0 for i in range(5)}
+    ts = 1_000
+    for i in range(1, n + 1):
+        ts += rng.randrange(0, 50)
+        r = rng.random()
+        if r < 0.05:
+            out.append(Entry(i, 1, b"", EntryKind.NOOP, ts_ms=ts))
+            continue
+        cid = rng.choice(sorted(seqs))
+        if r < 0.2 and seqs[cid]:
+            seq = rng.randrange(1, seqs[cid] + 1)  # a retry
+        elif r < 0.23:
+            cid, seq = f"ghost{i}", 7  # seq > 1 of a session nobody opened: expired
+        else:
+            seqs[cid] += 1
+            seq = seqs[cid]
+        data = APP_PREFIX + str(rng.randrange(10)).encode() if rng.random() < 0.5 else b"p%d" % i
+        out.append(Entry(i, 1 + i // 100, data, EntryKind.NORMAL, cid, seq, ts))
+    return out
+
+
+def run(svc: LogService, entries: list[Entry]) -> list[Outcome | None]:
+    return [svc.apply(e) for e in entries]
+
+
+def test_round_trip_gives_identical_decisions_afterwards() -> None:
+    ents = workload(1)
+    a = LogService(Counter())
+    run(a, ents[:250])
+    data = a.snapshot()
+    b = LogService(Counter())
+    b.restore(data)
+    assert b.applied_index == 250
+    assert b.snapshot() == data, "restore then snapshot gives the same bytes"
+    assert run(a, ents[250:]) == run(b, ents[250:])
+    assert a.snapshot() == b.snapshot()
+    assert isinstance(a.app, Counter) and isinstance(b.app, Counter)
+    assert (a.app.total, a.app.seen) == (b.app.total, b.app.seen)
+    # the sessions came across: a retry of something applied before the snapshot is a hit
+    e = next(e for e in ents[:250] if e.client_id.startswith("c") and e.seq == 1)
+    hit = b.lookup(e.client_id, 1)
+    assert hit is not None and hit.verdict == Verdict.DUPLICATE and hit.index <= 250
+
+
+def test_snapshot_is_deterministic_across_replicas() -> None:
+    ents = workload(2)
+    replicas = [LogService(Counter()) for _ in range(3)]
+    for r in replicas:
+        run(r, ents)
+    snaps = {r.snapshot() for r in replicas}
+    assert len(snaps) == 1
+
+
+def test_retried_request_after_restore_is_deduplicated() -> None:
+    a = LogService(Counter())
+    a.apply(Entry(1, 1, APP_PREFIX + b"5", client_id="c", seq=1, ts_ms=10))
+    b = LogService(Counter())
+    b.restore(a.snapshot())
+    out = b.apply(Entry(2, 2, APP_PREFIX + b"5", client_id="c", seq=1, ts_ms=20))
+    assert out == Outcome(Verdict.DUPLICATE, 1, 1, b"5")
+    assert isinstance(b.app, Counter) and b.app.total == 5, "not applied twice"
+    assert not b.visible(Entry(2, 2, b"x", client_id="c", seq=1)), "the duplicate is hidden"
+
+
+def test_hidden_indices_only_above_the_floor() -> None:
+    a = LogService()
+    run(a, workload(3, 100))
+    hidden = set(a.hidden)
+    assert hidden
+    b = LogService()
+    b.restore(a.snapshot())
+    assert b.hidden == set(), "every hidden index is at or below the snapshot"
+    c = LogService()
+    c.restore(a.snapshot(hidden_above=50))
+    assert c.hidden == {i for i in hidden if i > 50}
+    a.prune_hidden(60)
+    assert a.hidden == {i for i in hidden if i > 60}
+
+
+def test_factory_style_restore_is_adopted_keeping_listeners() -> None:
+    a = LogService(FactoryApp())
+    a.apply(Entry(1, 1, APP_PREFIX + b"state-1"))
+    live = FactoryApp()
+    heard: list[bytes] = []
+    live.listeners.append(heard.append)
+    b = LogService(live)
+    b.restore(a.snapshot())
+    assert b.app is live and live.value == b"state-1"
+    b.apply(Entry(2, 1, APP_PREFIX + b"state-2"))
+    assert heard == [b"state-2"], "the listener wired before the restore still hears"
+
+
+def test_application_attached_after_restore_gets_its_state() -> None:
+    a = LogService(Counter())
+    a.apply(Entry(1, 1, APP_PREFIX + b"7"))
+    b = LogService()  # the runtime restores before the node attaches its application
+    b.restore(a.snapshot())
+    assert b.snapshot() == a.snapshot(), "state not yet claimed is carried along"
+    app = Counter()
+    b.app = app
+    assert app.total == 7 and app.seen == [1]
+    with pytest.raises(RuntimeError, match="cannot restore"):
+        c = LogService()
+        c.restore(a.snapshot())
+        c.app = NoSnapshotApp()
+
+
+def test_application_without_snapshot_support() -> None:
+    a = LogService(NoSnapshotApp())
+    a.apply(Entry(1, 1, APP_PREFIX + b"x", client_id="c", seq=1))
+    b = LogService(NoSnapshotApp())
+    b.restore(a.snapshot())
+    assert b.lookup("c", 1) is not None
+
+
+@pytest.mark.parametrize("cut", [0, 3, 10, -1])
+def test_malformed_bytes_raise_value_error(cut: int) -> None:
+    a = LogService(Counter())
+    run(a, workload(4, 50))
+    data = a.snapshot()
+    with pytest.raises(ValueError):
+        LogService(Counter()).restore(data[:cut] if cut >= 0 else data + b"x")
+    with pytest.raises(ValueError):
+        LogService().restore(b"XXXX" + data[4:])
