@@ -445,5 +445,5 @@ def test_churn(unreliable: bool) -> None:
     log = c.raft(ld).log
     for idx, data in acked:
         assert log.entry(idx).data == data, f"acknowledged entry {idx} lost"
-    assert len(acked) > 20
+    assert len(acked) > 10, "too few entries committed to make the check meaningful"
     assert all(e.kind in (EntryKind.NOOP, EntryKind.NORMAL) for e in c.inv.committed)

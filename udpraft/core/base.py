@@ -13,6 +13,7 @@ from __future__ import annotations
 import random
 
 from udpraft.core.log import RaftLog
+from udpraft.core.membership import Membership
 from udpraft.core.messages import AppendResp, Message, RequestVote, RequestVoteResp
 from udpraft.core.progress import Progress
 from udpraft.core.readonly import PendingRead, ReadOnly
@@ -54,6 +55,13 @@ class NodeBase:
     _pmsgs: list[Message]
     _read_states: list[ReadState]
     counters: dict[str, int]
+    # Membership (membership.py): ``conf`` is the last CONFIG entry in the log (at
+    # ``_conf_index``), else ``_base_conf`` — the snapshot's, or the initial voters.
+    conf: Membership
+    _conf_index: int
+    _base_conf: Membership
+    _initial_conf: Membership
+    _known: set[str]  # every id ever seen in a configuration: senders we accept
 
     # -- implemented by the other parts -------------------------------------------------
 
@@ -68,6 +76,46 @@ class NodeBase:
 
     def _release_read(self, r: PendingRead, ok: bool) -> None:
         raise NotImplementedError
+
+    # -- membership ------------------------------------------------------------------------
+
+    def _set_conf(self, conf: Membership, index: int) -> None:
+        """Make ``conf`` (from the CONFIG entry at ``index``) this node's configuration."""
+        self.conf = conf
+        self._conf_index = index
+        self._known |= conf.ids()
+        self.voters = conf.voters
+        self.peers = tuple(p for p in conf.members() if p != self.id)
+        self._peer_set = frozenset(self.peers)
+        self.quorum = len(self.voters) // 2 + 1
+        if self.role == Role.LEADER:
+            nxt = self.log.last_index() + 1
+            for p in self.peers:
+                if p not in self.progress:
+                    self.progress[p] = Progress(nxt, self.cfg.max_inflight_msgs)
+            for p in list(self.progress):
+                if p not in self._peer_set:
+                    del self.progress[p]
+            if self.lead_transferee and self.lead_transferee not in self.voters:
+                self.lead_transferee = ""
+
+    def _conf_at(self, index: int) -> tuple[Membership, int]:
+        """The configuration in effect at ``index``, with the index of its CONFIG entry."""
+        i = min(index, self.log.last_index())
+        while i > self.log.offset:
+            e = self.log.entry(i)
+            if e.kind == EntryKind.CONFIG:
+                m = Membership.decode(e.data)
+                if m is not None:
+                    return m, i
+            i -= 1
+        return self._base_conf, self.log.offset
+
+    def _refresh_conf(self) -> None:
+        """Recompute the configuration from the log (after a truncation or new entries)."""
+        conf, index = self._conf_at(self.log.last_index())
+        if conf != self.conf or index != self._conf_index:
+            self._set_conf(conf, index)
 
     # -- role changes --------------------------------------------------------------------
 

@@ -42,7 +42,9 @@ class Elections(NodeBase):
                 self._become_leader()
             return
         li, lt = self.log.last_index(), self.log.last_term()
-        for p in self.peers:
+        for p in self.voters:
+            if p == self.id:
+                continue
             if pre:
                 self._send(PreVote(self.id, p, term, li, lt))
             else:
@@ -78,6 +80,9 @@ class Elections(NodeBase):
         self._tally(m.src, m.granted, on_win=self._become_leader)
 
     def _tally(self, voter: str, granted: bool, on_win: Callable[[], None]) -> None:
+        if voter not in self.voters:
+            self._count("drop_vote_not_voter")  # learners and strangers do not count
+            return
         self.votes.setdefault(voter, granted)  # a set of voters: duplicates count once
         yes = sum(1 for g in self.votes.values() if g)
         no = len(self.votes) - yes

@@ -118,6 +118,7 @@ class InstallSnapshot:
     term: int
     index: int
     snap_term: int
+    conf: str = ""  # the membership at ``index`` (membership.py encoding); "" = unchanged
 
 
 @dataclass(frozen=True, slots=True)

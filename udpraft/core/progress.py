@@ -27,6 +27,7 @@ class ProgressState(IntEnum):
 class Progress:
     __slots__ = (
         "inflight",
+        "lost_log_suspect",
         "match",
         "max_inflight",
         "next",
@@ -49,6 +50,10 @@ class Progress:
         self.stall = 0  # heartbeat answers seen while the window did not move
         self.pending_snapshot = 0
         self.snapshot_ticks = 0
+        # The follower restarted: it may have come back without the log it acknowledged
+        # (a wiped or replaced disk). Until an append succeeds, a rejection that shows a
+        # shorter log than ``match`` lowers ``match`` (see Replication._on_append_resp).
+        self.lost_log_suspect = False
 
     def paused(self) -> bool:
         if self.state == ProgressState.PROBE:

@@ -10,6 +10,11 @@ entries for deterministic session expiry).
 Peer input is never trusted: a message from an unknown sender, addressed to someone else or
 with nonsense fields is dropped and counted in ``counters``; nothing a peer sends can raise.
 
+Membership (membership.py) changes one server at a time through ``propose_conf_change``: a
+CONFIG entry holding the whole configuration, effective once appended (dissertation §4.1).
+Voters elect and count for commit, ReadIndex and check-quorum; learners only replicate; a
+removed node never campaigns, and a removed leader steps down once its removal commits.
+
 Role handlers live in one method per message type, in the part they belong to:
 election.py, replication.py, reads.py over base.py (state and plumbing); this module holds
 the public surface, the Ready/advance cycle and the term rules. The rules cite the paper
@@ -23,8 +28,9 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from udpraft.core.election import Elections
-from udpraft.core.errors import InvalidRequest, NotLeader
+from udpraft.core.errors import InvalidRequest, NotLeader, ProposalDropped
 from udpraft.core.log import RaftLog
+from udpraft.core.membership import Membership
 from udpraft.core.messages import (
     AppendEntries,
     AppendResp,
@@ -40,7 +46,7 @@ from udpraft.core.messages import (
     RequestVoteResp,
     TimeoutNow,
 )
-from udpraft.core.progress import Progress
+from udpraft.core.progress import Progress, ProgressState
 from udpraft.core.readonly import PendingRead, ReadOnly
 from udpraft.core.reads import Reads
 from udpraft.core.ready import Config, ReadState, Ready, Role
@@ -71,10 +77,19 @@ class RaftNode(Elections, Replication, Reads):
         self.cfg = config or Config()
         self.cfg.validate()
         self.id = node_id
-        self.voters: tuple[str, ...] = tuple(sorted(set(voters) | {node_id}))
-        self.peers: tuple[str, ...] = tuple(v for v in self.voters if v != node_id)
-        self._peer_set = frozenset(self.peers)
-        self.quorum = len(self.voters) // 2 + 1
+        # Empty ``voters``: a node joining an existing cluster, which learns the
+        # configuration from the leader's appends or snapshot.
+        self._initial_conf = Membership.of(set(voters) | {node_id}) if voters else Membership()
+        self._base_conf = self._initial_conf
+        if snapshot.voters:
+            self._base_conf = Membership.of(snapshot.voters, snapshot.learners, snapshot.removed)
+        self._known = set(self._initial_conf.ids())
+        self.conf = self._base_conf
+        self._conf_index = 0
+        self.voters: tuple[str, ...] = ()
+        self.peers: tuple[str, ...] = ()
+        self._peer_set: frozenset[str] = frozenset()
+        self.quorum = 1
         self.rng = rng
         # Raft Figure 2 persistent state. Commit is *not* trusted from disk: a hard state
         # written ahead of its entries must never make us apply entries that are not
@@ -119,6 +134,8 @@ class RaftNode(Elections, Replication, Reads):
             ReadIndexResp: self._on_read_index_resp,
             InstallSnapshot: self._on_install_snapshot,
         }
+        self._set_conf(self._base_conf, self.log.offset)
+        self._refresh_conf()
 
     def tick(self, now_ms: int | None = None) -> None:
         if now_ms is not None and now_ms > self.now_ms:
@@ -136,7 +153,7 @@ class RaftNode(Elections, Replication, Reads):
         if m.dst != self.id:
             self._count("drop_wrong_dst")
             return
-        if m.src not in self._peer_set:
+        if m.src == self.id or (m.src not in self._known and not self._maybe_new_leader(m)):
             self._count("drop_unknown_sender")
             return
         if not _sane(m):
@@ -169,6 +186,29 @@ class RaftNode(Elections, Replication, Reads):
         self._need_bcast = True
         return first
 
+    def propose_conf_change(self, op: str, node_id: str) -> int:
+        """Propose one single-server membership change (dissertation §4.1); returns its index.
+
+        ``op`` is "add_learner", "add_voter", "promote" or "remove". Leader only; one change
+        at a time (ProposalDropped while a CONFIG entry is uncommitted, during a transfer, or
+        before an entry of this term committed — the fix to the single-server bug);
+        InvalidRequest for a change that makes no sense for the current configuration.
+        """
+        self._check_can_propose(1)
+        if self._conf_index > self.log.committed:
+            raise ProposalDropped("a configuration change is still uncommitted")
+        if self.log.term(self.log.committed) != self.term:
+            raise ProposalDropped("no entry of this term committed yet")
+        new = self.conf.change(op, node_id)
+        idx = self.log.last_index() + 1
+        self.log.append_new(
+            [Entry(idx, self.term, new.encode(), EntryKind.CONFIG, "", 0, self._timestamp())]
+        )
+        self._set_conf(new, idx)  # effective on append, not on commit
+        self._need_bcast = True
+        self._maybe_commit()
+        return idx
+
     def read_index(self, request_id: int) -> None:
         """Ask for a linearizable read point; the answer arrives as a ReadState (§6.4)."""
         if self.role == Role.LEADER:
@@ -185,7 +225,7 @@ class RaftNode(Elections, Replication, Reads):
             raise NotLeader(self.leader)
         if target == self.id:
             return
-        if target not in self._peer_set:
+        if target not in self.voters:
             raise InvalidRequest(f"unknown transfer target {target!r}")
         self.lead_transferee = target
         self.election_elapsed = 0  # the transfer is abandoned after one election timeout
@@ -200,6 +240,21 @@ class RaftNode(Elections, Replication, Reads):
         if self.role != Role.LEADER:
             self._campaign(pre=self.cfg.pre_vote, transfer=False)
 
+    def peer_restarted(self, peer: str) -> None:
+        """The runtime saw ``peer`` come back as a new process (a new incarnation).
+
+        Raft assumes a restarted node kept what it acknowledged; a wiped disk breaks that,
+        and would leave the leader believing the follower in sync forever. So the leader
+        probes it again and takes a shorter log as the truth (counted: follower_lost_log).
+        """
+        pr = self.progress.get(peer)
+        if self.role != Role.LEADER or pr is None:
+            return
+        pr.lost_log_suspect = True
+        if pr.state != ProgressState.SNAPSHOT:
+            pr.become_probe()
+            self._send_append(peer, allow_empty=True)
+
     def compact(self, snapshot: SnapshotMeta) -> None:
         """The runtime made a snapshot at ``snapshot.index`` durable: drop the log up to it.
 
@@ -210,10 +265,13 @@ class RaftNode(Elections, Replication, Reads):
             return
         if self.log.term(snapshot.index) != snapshot.term:
             raise InvalidRequest(f"snapshot {snapshot} does not match the log")
+        base, _ = self._conf_at(snapshot.index)
         try:
             self.log.compact(snapshot.index)
         except ValueError as e:
             raise InvalidRequest(str(e)) from None
+        self._base_conf = base  # the configuration at the snapshot point survives compaction
+        self._refresh_conf()
         self.snapshot = snapshot
 
     def has_ready(self) -> bool:
@@ -281,6 +339,24 @@ class RaftNode(Elections, Replication, Reads):
                 for p, pr in self.progress.items()
             }
         return st
+
+    def conf_at(self, index: int) -> Membership:
+        """The configuration in effect at ``index`` (for a snapshot taken there)."""
+        return self._conf_at(index)[0]
+
+    def _maybe_new_leader(self, m: Message) -> bool:
+        """Leader traffic from an id we never saw in a configuration: a node that joined (or
+        lags behind the entry adding the sender) must still learn from the current leader."""
+        if not m.src or not isinstance(m, AppendEntries | Heartbeat | InstallSnapshot):
+            return False
+        if isinstance(m, InstallSnapshot):
+            # Only a snapshot that carries a configuration (a joining node learns it there;
+            # the sender may have joined after the snapshot was taken, so it need not be named).
+            conf = Membership.decode(m.conf.encode()) if m.conf else None
+            if conf is None or not conf.voters:
+                return False
+        # Not a second leader of our current term; a stale one is answered with our term.
+        return m.term != self.term or self.leader in ("", m.src)
 
     def _accept_higher_term(self, m: Message) -> bool:
         """Raft §5.1: a higher term makes us a follower — except where §9.6 says otherwise."""

@@ -19,6 +19,9 @@ class Reads(NodeBase):
             self._count("read_dropped_full")
             self._release_read(r, False)
             return
+        if self.id not in self.voters:
+            self._release_read(r, False)  # being removed: cannot vouch for a quorum
+            return
         if self.quorum == 1:
             r.index = self.log.committed
             if self.log.term(self.log.committed) == self.term:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from udpraft.core.base import NodeBase
 from udpraft.core.errors import NotLeader, ProposalDropped
+from udpraft.core.membership import Membership
 from udpraft.core.messages import (
     AppendEntries,
     AppendResp,
@@ -22,7 +23,7 @@ from udpraft.core.messages import (
 )
 from udpraft.core.progress import ProgressState
 from udpraft.core.ready import Role
-from udpraft.core.types import SnapshotMeta
+from udpraft.core.types import EntryKind, SnapshotMeta
 
 
 class Replication(NodeBase):
@@ -48,7 +49,10 @@ class Replication(NodeBase):
         if self.election_elapsed >= self.cfg.election_ticks:
             self.election_elapsed = 0
             if self.cfg.check_quorum:
-                active = 1 + sum(1 for pr in self.progress.values() if pr.recent_active)
+                # Only voters count; a leader being removed does not count itself.
+                active = (self.id in self.voters) + sum(
+                    1 for v, pr in self.progress.items() if pr.recent_active and v in self.voters
+                )
                 for pr in self.progress.values():
                     pr.recent_active = False
                 if active < self.quorum:
@@ -78,7 +82,12 @@ class Replication(NodeBase):
             if prev < self.log.offset:
                 # Raft §7: what the follower needs was compacted; send the snapshot instead.
                 pr.become_snapshot(self.log.offset)
-                self._send(InstallSnapshot(self.id, peer, self.term, self.log.offset, self.log.offset_term))
+                conf = "" if self._base_conf == self._initial_conf else self._base_conf.encode().decode()
+                self._send(
+                    InstallSnapshot(
+                        self.id, peer, self.term, self.log.offset, self.log.offset_term, conf
+                    )
+                )
                 self._count("snapshots_sent")
             else:
                 self._count("append_prev_missing")
@@ -103,13 +112,26 @@ class Replication(NodeBase):
     def _on_append_resp(self, m: AppendResp) -> None:
         if self.role != Role.LEADER:
             return
-        pr = self.progress[m.src]
+        pr = self.progress.get(m.src)
+        if pr is None:
+            self._count("drop_not_member")  # removed from the configuration
+            return
         pr.recent_active = True
         last = self.log.last_index()
         if m.index > last:
             self._count("drop_bad_ack")  # concerns entries we never had: a broken peer
             return
         if not m.success:
+            if pr.lost_log_suspect and m.hint_index < pr.match:
+                # The follower lost entries it had acknowledged (its disk was wiped): its
+                # old match is void. Lowering match only delays commits, never makes one.
+                self._count("follower_lost_log")
+                pr.match = m.hint_index
+                pr.lost_log_suspect = False
+                pr.become_probe()
+                pr.next = m.hint_index + 1
+                self._pump(m.src)
+                return
             hint_next = min(m.hint_index, last) + 1
             if m.hint_term > 0:
                 idx, _ = self.log.find_conflict_by_term(min(m.hint_index, last), m.hint_term)
@@ -124,11 +146,14 @@ class Replication(NodeBase):
                 self._count("stale_ack_during_snapshot")
                 return
             pr.become_probe()  # the snapshot arrived; next = after it
+        pr.lost_log_suspect = False
         advanced = pr.update(m.index)
         if pr.state == ProgressState.PROBE:
             pr.become_replicate()
         if advanced:
             self._maybe_commit()
+            if self.role != Role.LEADER:
+                return  # removed from the configuration: stepped down on its commit
         if self.lead_transferee == m.src and pr.match == self.log.last_index():
             self._send(TimeoutNow(self.id, m.src, self.term))
         self._pump(m.src)
@@ -136,7 +161,10 @@ class Replication(NodeBase):
     def _on_heartbeat_resp(self, m: HeartbeatResp) -> None:
         if self.role != Role.LEADER:
             return
-        pr = self.progress[m.src]
+        pr = self.progress.get(m.src)
+        if pr is None:
+            self._count("drop_not_member")
+            return
         pr.recent_active = True
         last = self.log.last_index()
         if pr.state == ProgressState.REPLICATE and pr.match < last and pr.inflight:
@@ -149,7 +177,7 @@ class Replication(NodeBase):
             self._pump(m.src)
         if m.ctx > self.reads.ctx:
             self._count("drop_bad_ctx")  # answers a read round we never started
-        elif m.ctx:
+        elif m.ctx and m.src in self.voters:
             for r in self.reads.ack(m.ctx, m.src, self.quorum):
                 self._release_read(r, True)
 
@@ -166,11 +194,21 @@ class Replication(NodeBase):
             if self.reads.waiting_commit:
                 waiting, self.reads.waiting_commit = self.reads.waiting_commit, []
                 for r in waiting:
-                    if self.quorum == 1:
+                    if self.id not in self.voters:
+                        self._release_read(r, False)
+                    elif self.quorum == 1:
                         r.index = self.log.committed  # no peers to confirm with
                         self._release_read(r, True)
                     else:
                         self.reads.add(r, self.log.committed, self.id)
+            if self.id not in self.voters and self._conf_index <= self.log.committed:
+                # Dissertation §4.2.2: a leader removed from the configuration steps down
+                # once that configuration is committed — after telling the others.
+                self._need_bcast = False
+                for p in self.peers:
+                    self._pump(p, allow_empty=True)
+                self._count("removed_leader_step_down")
+                self._become_follower(self.term, "", reset_timer=True)
 
     def _flush(self) -> None:
         if self.role != Role.LEADER:
@@ -210,10 +248,12 @@ class Replication(NodeBase):
             )
             return
         try:
-            self.log.maybe_append(m.prev_index, m.entries)
+            truncated = self.log.maybe_append(m.prev_index, m.entries)
         except ValueError:
             self._count("drop_conflict_below_commit")
             return
+        if truncated is not None or any(e.kind == EntryKind.CONFIG for e in m.entries):
+            self._refresh_conf()  # a configuration is effective once appended (§4.1)
         last_new = m.prev_index + len(m.entries)
         # Commit = min(leader commit, last index *this append* covered), never our last index:
         # entries past it may be stale leftovers from an old term.
@@ -231,9 +271,15 @@ class Replication(NodeBase):
             self._count("snapshot_stale")
             self._send(AppendResp(self.id, m.src, self.term, True, self.log.committed))
             return
+        conf = Membership.decode(m.conf.encode()) if m.conf else None
         kept = self.log.restore(m.index, m.snap_term)
         self._count("snapshot_kept_suffix" if kept else "snapshot_replaced_log")
-        meta = SnapshotMeta(m.index, m.snap_term)
+        if conf is None:
+            meta = SnapshotMeta(m.index, m.snap_term)
+        else:
+            self._base_conf = conf
+            meta = SnapshotMeta(m.index, m.snap_term, conf.voters, conf.learners, conf.removed)
+        self._refresh_conf()
         self._snapshot_to_install = meta
         self.snapshot = meta
         self._send(AppendResp(self.id, m.src, self.term, True, m.index))

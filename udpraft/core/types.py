@@ -20,6 +20,7 @@ class EntryKind(IntEnum):
 
     NORMAL = 0  # application payload
     NOOP = 1  # appended by a new leader (Raft §8: commit prior-term entries, anchor ReadIndex)
+    CONFIG = 2  # the whole membership (membership.py), effective once appended (§4.1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,10 +57,17 @@ EMPTY_HARD_STATE = HardState()
 
 @dataclass(frozen=True, slots=True)
 class SnapshotMeta:
-    """Where a snapshot ends: the index and term of the last entry whose effect it holds."""
+    """Where a snapshot ends: the index and term of the last entry whose effect it holds.
+
+    ``voters``/``learners``/``removed`` carry the membership in effect at ``index`` so that
+    compaction does not lose it; all empty means "not recorded" (the node's initial voters).
+    """
 
     index: int = 0
     term: int = 0
+    voters: tuple[str, ...] = ()
+    learners: tuple[str, ...] = ()
+    removed: tuple[str, ...] = ()
 
 
 NO_SNAPSHOT = SnapshotMeta()

@@ -163,6 +163,7 @@ class NodeRuntime:
         self.events: deque[dict[str, Any]] = deque(maxlen=200)  # role/term changes, for views
         self.link_out: Counter[str] = Counter()  # Raft messages sent, per peer
         self.link_in: Counter[str] = Counter()  # Raft messages received, per peer
+        self._peer_inc: dict[str, int] = {}  # last incarnation seen per peer
         self._last_role = self.raft.role
         self._last_term = self.raft.term
 
@@ -206,6 +207,11 @@ class NodeRuntime:
                     self.counters["drop_src_mismatch"] += 1
                     continue
                 self.link_in[rm.src] += 1
+                known = self._peer_inc.get(rm.src)
+                if known != d.incarnation:
+                    self._peer_inc[rm.src] = d.incarnation
+                    if known is not None:  # the peer restarted: it may have lost its disk
+                        self.raft.peer_restarted(rm.src)
                 self.raft.step(rm)
             elif isinstance(m, ClientRequest):
                 self._on_client(m, addr, forwarded=False)

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from udpraft.core.errors import RaftError
+from udpraft.core.membership import Membership
 from udpraft.core.messages import InstallSnapshot, Message
 from udpraft.core.raft import RaftNode
 from udpraft.core.ready import Config, ReadState, Ready, Role
@@ -132,6 +133,12 @@ class Cluster:
         self.inv = Invariants()
         self.ids = [f"n{i + 1}" for i in range(self.cfg.nodes)]
         self.nodes = {i: SimNode(i) for i in self.ids}
+        # Membership: the initial voters; nodes added later start empty and learn the
+        # configuration from the leader. ``committed_conf`` follows the committed log.
+        self.initial_ids = list(self.ids)
+        self.joiners: set[str] = set()
+        self.committed_conf = Membership.of(self.ids)
+        self._conf_scan = 0
         self.trace: list[str] | None = [] if trace else None
         self.on_apply: Callable[[SimNode, Entry, Verdict, int], None] | None = None
         self.elections = 0
@@ -186,7 +193,7 @@ class Cluster:
         n.incarnation += 1
         n.raft = RaftNode(
             nid,
-            self.ids,
+            [] if nid in self.joiners else self.initial_ids,
             random.Random(f"{self.seed}/{nid}/{n.incarnation}"),
             self.cfg.raft,
             n.synced_hs,
@@ -206,6 +213,11 @@ class Cluster:
         n.last_disk_done = self.now
         self.log(f"{nid} start (term {n.synced_hs.term}, log {len(n.synced_log)})")
         self._push(self.now + self.rng.uniform(0, self.cfg.tick_ms), "tick", nid, n.incarnation)
+        for other in self.up_ids():  # as the runtime does when it sees a new incarnation
+            r = self.nodes[other].raft
+            if other != nid and r is not None:
+                r.peer_restarted(nid)
+                self._process(self.nodes[other])
 
     def crash(self, nid: str) -> None:
         n = self.nodes[nid]
@@ -222,6 +234,30 @@ class Cluster:
         n.raft = None
         n.pending.clear()
         self.log(f"{nid} CRASH")
+
+    def add_node(self) -> str:
+        """Start a fresh, empty node with a never-used id; it joins once a leader adds it."""
+        nid = f"n{len(self.ids) + 1}"
+        self.ids.append(nid)
+        self.nodes[nid] = SimNode(nid)
+        self.joiners.add(nid)
+        self.log(f"new node {nid}")
+        self.restart(nid)
+        return nid
+
+    def conf_change(self, nid: str, op: str, target: str) -> int | None:
+        """Propose a membership change on ``nid``; the entry's index, or None if refused."""
+        n = self.nodes[nid]
+        if not n.up or n.raft is None:
+            return None
+        try:
+            idx = n.raft.propose_conf_change(op, target)
+        except RaftError as e:
+            self.log(f"{nid} refuses {op} {target}: {e}")
+            return None
+        self.log(f"{nid} proposes {op} {target} at {idx}")
+        self._process(n)
+        return idx
 
     def up_ids(self) -> list[str]:
         return [i for i in self.ids if self.nodes[i].up]
@@ -310,7 +346,9 @@ class Cluster:
             sender = self.nodes[m.src]
             if sender.snap.index < m.index:
                 return
-            m = InstallSnapshot(m.src, m.dst, m.term, sender.snap.index, sender.snap.term)
+            sn = sender.snap
+            conf = Membership.of(sn.voters, sn.learners, sn.removed).encode().decode() if sn.voters else ""
+            m = InstallSnapshot(m.src, m.dst, m.term, sn.index, sn.term, conf)
             self._snap_data[id(m)] = (sender.snap, sender.snap_state)
         for t in self.net.send(m.src, m.dst, type(m).__name__, self.now):
             self._push(t, "deliver", m)
@@ -388,7 +426,10 @@ class Cluster:
             return
         if n.applied != r.log.applied or r.log.stable < n.applied or n.applied <= r.log.offset:
             return  # the state machine must sit exactly at a durable, applied index
-        meta = SnapshotMeta(n.applied, r.log.term(n.applied) or 0)
+        conf = r.conf_at(n.applied)
+        meta = SnapshotMeta(
+            n.applied, r.log.term(n.applied) or 0, conf.voters, conf.learners, conf.removed
+        )
         if self._digest(n.applied_keys) != self._digest_upto(meta.index):
             self.inv.fail(f"{n.id}'s state at {meta.index} differs from the committed prefix")
         n.take_snapshot(meta)
@@ -411,6 +452,16 @@ class Cluster:
             lo = max(n.last_commit, r.log.offset) + 1
             self.inv.check_committed_range(n.id, lo, c, r.log.entry)
             n.last_commit = c
+            com = self.inv.committed
+            while self._conf_scan < len(com):
+                e = com[self._conf_scan]
+                self._conf_scan += 1
+                if e.kind == EntryKind.CONFIG:
+                    m = Membership.decode(e.data)
+                    if m is None:
+                        self.inv.fail(f"committed CONFIG entry {e.index} does not decode")
+                    else:
+                        self.committed_conf = m
 
     def _check_matches(self, r: RaftNode) -> None:
         """The leader's belief about a follower never exceeds the follower's durable log.

@@ -39,6 +39,7 @@ class FaultMix:
     fault_every_ms: float = 300.0
     bounce: float = 0.0
     snapshot_every: int = 0  # set from the seed with the cluster config (0 = never)
+    membership: float = 0.0  # weight of membership changes (set from its own stream)
 
     @classmethod
     def from_rng(cls, rng: random.Random) -> FaultMix:
@@ -199,9 +200,19 @@ class Nemesis:
         self.rng = rng
         self.mix = mix
         self.active = True
+        self.mem_rng = random.Random(f"{c.seed}/membership-nemesis")
 
     def start(self) -> None:
         self.c.at(self.rng.uniform(50, self.mix.fault_every_ms), self._step)
+        if self.mix.membership > 0:
+            self.c.at(self.mem_rng.uniform(20, 200), self._membership_loop)
+
+    def _membership_loop(self) -> None:
+        # Membership changes also run on their own clock, mixed with the other faults.
+        if not self.active:
+            return
+        self._membership()
+        self.c.at(self.mem_rng.uniform(40, 400) / self.mix.membership, self._membership_loop)
 
     def _step(self) -> None:
         if not self.active:
@@ -219,6 +230,8 @@ class Nemesis:
             ("bounce", mix.bounce),
             ("heal", 1.0),
         ]
+        if mix.membership > 0:
+            actions.append(("membership", mix.membership))
         total = sum(w for _, w in actions)
         x = rng.uniform(0, total)
         for name, w in actions:
@@ -260,8 +273,41 @@ class Nemesis:
             victim = rng.choice(c.ids)
             c.crash(victim)
             c.at(rng.uniform(0.0, 30.0), functools.partial(self._restart, victim))
+        elif name == "membership":
+            self._membership()
         else:
             c.heal()
+
+    def _membership(self) -> None:
+        """A random valid single-server change: add a learner, promote a caught-up learner,
+        remove a voter (maybe the leader) or a learner; 3..7 voters."""
+        c, rng = self.c, self.mem_rng
+        ld = c.leader()
+        if ld is None:
+            return
+        r = c.raft(ld)
+        voters, learners = list(r.conf.voters), list(r.conf.learners)
+        ready = [x for x in learners if x in r.progress and r.progress[x].match >= r.log.committed]
+        choices: list[str] = []
+        if ready and len(voters) < 7:
+            choices += ["promote"] * 3
+        if len(voters) + len(learners) < 7:
+            choices.append("add")
+        if len(voters) > 3:
+            choices.append("remove_voter")
+        if learners:
+            choices.append("remove_learner")
+        if not choices:
+            return
+        what = rng.choice(choices)
+        if what == "promote":
+            c.conf_change(ld, "promote", rng.choice(ready))
+        elif what == "add":
+            c.conf_change(ld, "add_learner", c.add_node())
+        elif what == "remove_voter":
+            c.conf_change(ld, "remove", rng.choice(voters))
+        else:
+            c.conf_change(ld, "remove", rng.choice(learners))
 
     def _restart(self, nid: str) -> None:
         if self.active:
@@ -282,6 +328,7 @@ def run_seed(
     safety_ms: float = 2000.0,
     liveness_ms: float = 8000.0,
     trace: bool = False,
+    membership: bool | None = None,
 ) -> SimResult:
     rng = random.Random(seed)
     mix = FaultMix.from_rng(rng)
@@ -301,6 +348,12 @@ def run_seed(
         trace=trace,
     )
     mix.snapshot_every = snap_every
+    # Membership changes draw from their own stream so the other seeds' runs stay as they were.
+    mrng = random.Random(f"{seed}/membership")
+    if membership is None:
+        membership = mrng.random() < 0.4
+    if membership:
+        mix.membership = mrng.choice([1.0, 2.0, 4.0])
     res = SimResult(seed=seed, nodes=nodes, ok=False, mix=mix.describe())
     wl = Workload(c, random.Random(f"{seed}/clients"))
     nem = Nemesis(c, random.Random(f"{seed}/nemesis"), mix)
@@ -315,15 +368,29 @@ def run_seed(
         c.net.cfg.loss = 0.0
         c.net.cfg.long_delay = 0.0
         for i in c.ids:
-            c.restart(i)
+            if i not in c.committed_conf.removed:
+                c.restart(i)
+
+        def reap() -> None:
+            # Removed servers are shut down once their removal is committed (§4.2.3).
+            for i in c.committed_conf.removed:
+                c.crash(i)
+            c.at(50.0, reap)
+
+        reap()
 
         def converged() -> bool:
             ld = c.leader()
             if ld is None or wl.pending:
                 return False
-            last = c.raft(ld).log.last_index()
+            r = c.raft(ld)
+            last = r.log.last_index()
+            members = r.conf.members()
             return all(
-                c.raft(i).log.committed == last and c.nodes[i].applied == last for i in c.ids
+                c.nodes[i].up
+                and c.raft(i).log.committed == last
+                and c.nodes[i].applied == last
+                for i in members
             )
 
         if not c.wait_for(converged, liveness_ms):
