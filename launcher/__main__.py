@@ -54,6 +54,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                     help=f"node i: udp P+i-1, http P+100+i-1 (default {DEFAULT_BASE_PORT}; "
                          "a reused DIR keeps its ports)")
     ap.add_argument("--storage", choices=["file", "sqlite", "memory"], default="file")
+    ap.add_argument("--snapshot-entries", type=int, default=0, metavar="N",
+                    help="nodes snapshot and compact their log every N applied entries (0: never)")
     ap.add_argument("--chaos", action="store_true", help="run the seeded nemesis")
     ap.add_argument("--seed", type=int, default=None, help="nemesis seed (default: random)")
     ap.add_argument("--duration-s", type=float, default=None, help="stop after this long")
@@ -81,8 +83,9 @@ def main(argv: list[str] | None = None) -> int:
     live = sys.stdout.isatty() and not a.plain
     data_dir = Path(a.data_dir)
     events = EventLog(data_dir / FAULTS_FILE, echo=None if live else PlainPrinter(sys.stdout))
+    node_args = ("--snapshot-entries", str(a.snapshot_entries)) if a.snapshot_entries > 0 else ()
     opts = SupervisorOptions(data_dir=data_dir, nodes=a.nodes, host=a.host,
-                             base_port=a.base_port, storage=a.storage)
+                             base_port=a.base_port, storage=a.storage, node_args=node_args)
     try:
         sup = ClusterSupervisor(opts, events)
     except (LayoutError, OSError) as e:
