@@ -19,7 +19,7 @@ $(VENV)/.stamp: pyproject.toml
 	touch $@
 
 $(VENV)/.stamp-test: $(VENV)/.stamp pyproject.toml
-	$(VPY) -m pip install --quiet -e '.[test]'
+	$(VPY) -m pip install --quiet -e '.[test,bench]'
 	touch $@
 
 venv: $(VENV)/.stamp
