@@ -46,6 +46,18 @@ def test_other_sizes(nodes: int) -> None:
     _sweep(range(10_000, 10_000 + 60), nodes)
 
 
+# Membership seeds that failed liveness on intermediate versions of membership changes (a
+# node that just joined, and a voter that missed the entry adding the new leader, refused
+# the leader's appends as from an unknown sender). Run with the membership nemesis forced on.
+MEMBERSHIP_REGRESSION_SEEDS: list[tuple[int, int]] = [(181, 5), (425, 5), (109, 5)]
+
+
+@pytest.mark.parametrize(("seed", "nodes"), MEMBERSHIP_REGRESSION_SEEDS)
+def test_membership_regression_seed(seed: int, nodes: int) -> None:
+    r = run_seed(seed, nodes=nodes, membership=True)
+    assert r.ok, r.line()
+
+
 @pytest.mark.parametrize(("seed", "nodes"), REGRESSION_SEEDS)
 def test_regression_seed(seed: int, nodes: int) -> None:
     r = run_seed(seed, nodes=nodes)
