@@ -3,8 +3,9 @@
 How this works — one asyncio loop (uvloop in production), three kinds of work:
 
 1. Inputs. A datagram is authenticated, deduplicated (reliability layer) and either stepped
-   into the core (peer messages) or handled as a client request. A timer ticks the core every
-   ``tick_s``. Client submits are collected and proposed as one batch per loop turn.
+   into the core (peer messages) or handled as a client request (clients.py, a mixin). A
+   timer ticks the core every ``tick_s``. Client submits are collected and proposed as one
+   batch per loop turn.
 2. Drive. After inputs, ``_drive`` takes every Ready: messages that may leave now go now (a
    leader's appends and heartbeats never wait for the disk, §10.2.1), the rest of the Ready
    joins the persist queue.
@@ -42,6 +43,7 @@ from udpraft.core.raft import RaftNode
 from udpraft.core.ready import Config, ReadState, Ready, Role
 from udpraft.core.sessions import Verdict
 from udpraft.core.types import Entry
+from udpraft.io.clients import ClientHandling
 from udpraft.io.faults import FaultHook
 from udpraft.io.hist import Histogram
 from udpraft.io.snapshot_transfer import Snapshotter
@@ -55,7 +57,6 @@ from udpraft.wire import (
     ClientResponse,
     Forward,
     WireContext,
-    entries_to_wire,
 )
 from udpraft.wire.messages import SnapshotAck, SnapshotChunk
 
@@ -83,14 +84,10 @@ DEFAULT_RAFT_CONFIG = Config(
 )
 FSYNC_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 BATCH_BUCKETS = (1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 5000.0)
-MAX_WAITERS = 200_000  # client requests waiting for their entry to apply
-WAITER_TTL_S = 30.0  # a waiter older than this is forgotten (the client has retried or left)
 MAX_READS = 50_000
-MAX_ENTRY_BYTES = 60_000
-RETRIEVE_MAX_BYTES = 40_000
 
 
-class NodeRuntime:
+class NodeRuntime(ClientHandling):
     def __init__(
         self,
         node_id: str,
@@ -399,71 +396,6 @@ class NodeRuntime:
         self.raft.read_index(rid)
         self._kick()
 
-    # ================================================================== clients
-
-    def _on_client(self, req: ClientRequest, reply_to: Addr, forwarded: bool) -> None:
-        self.counters[f"client_{req.kind.name.lower()}"] += 1
-        if req.kind == ClientKind.SUBMIT:
-            self._on_submit(req, reply_to, forwarded)
-        elif req.kind == ClientKind.RETRIEVE:
-            self._on_retrieve(req, reply_to)
-        elif req.kind == ClientKind.STATUS:
-            self._reply(ClientResponse(ClientKind.STATUS, req.req_id, True, self.status(), self.raft.leader), reply_to)
-        else:
-            self._reply_error(req.kind, req.req_id, reply_to, "bad_request", "unsupported request")
-
-    def _on_submit(self, req: ClientRequest, reply_to: Addr, forwarded: bool) -> None:
-        seqs = req.body.get("seqs")
-        if (
-            not isinstance(seqs, list)
-            or len(seqs) != len(req.blobs)
-            or not seqs
-            or not all(type(s) is int and s > 0 for s in seqs)
-        ):
-            self._reply_error(ClientKind.SUBMIT, req.req_id, reply_to, "bad_request", "seqs/payloads mismatch")
-            return
-        if any(b.startswith(APP_PREFIX) for b in req.blobs):
-            self._reply_error(ClientKind.SUBMIT, req.req_id, reply_to, "bad_request", "payload uses the reserved application prefix")
-            return
-        if any(len(b) > MAX_ENTRY_BYTES for b in req.blobs):
-            self._reply_error(ClientKind.SUBMIT, req.req_id, reply_to, "too_large", f"payload over {MAX_ENTRY_BYTES} bytes")
-            return
-        if self.raft.role != Role.LEADER:
-            leader = self.raft.leader
-            if leader and leader in self.addr_of and not forwarded:
-                fwd = Forward(reply_to[0], reply_to[1], req)
-                self.ep.send(self.addr_of[leader], fwd, True, time.monotonic(), dst=leader)
-                self.counters["forwarded"] += 1
-            else:
-                code = "not_leader" if leader else "no_leader"
-                self._reply_error(ClientKind.SUBMIT, req.req_id, reply_to, code, "not the leader")
-            return
-        if len(self._waiters) >= MAX_WAITERS:
-            self._reply_error(ClientKind.SUBMIT, req.req_id, reply_to, "busy", "too many requests in flight")
-            return
-        done = []
-        now = time.monotonic()
-        cid = req.client_id
-        for seq, data in zip(seqs, req.blobs):
-            hit = self.service.lookup(cid, seq)
-            if hit is not None:
-                done.append([seq, hit.index, hit.term])
-                continue
-            key = (cid, seq)
-            ws = self._waiters.get(key)
-            if ws is not None:  # a retry of a request already in the log: just wait for it
-                ws.append((req.req_id, reply_to, now))
-                continue
-            self._waiters[key] = [(req.req_id, reply_to, now)]
-            self._proposals.append((data, cid, seq))
-        if done:
-            self._reply(ClientResponse(ClientKind.SUBMIT, req.req_id, True, {"done": done}, self.id), reply_to)
-
-    def _fail_waiters(self, props: list[tuple[bytes, str, int]], code: str, leader: str) -> None:
-        for _data, cid, seq in props:
-            for req_id, addr, _t in self._waiters.pop((cid, seq), []):
-                self._reply_error(ClientKind.SUBMIT, req_id, addr, code, code, leader)
-
     def _expire_local(self) -> None:
         now = time.monotonic()
         dl = self._local_deadlines
@@ -471,52 +403,6 @@ class NodeRuntime:
             _t, fut = dl.popleft()
             if not fut.done():
                 fut.set_exception(TimeoutError("not committed in time"))
-
-    def _expire_waiters(self) -> None:
-        cutoff = time.monotonic() - WAITER_TTL_S
-        dead = [k for k, ws in self._waiters.items() if all(t < cutoff for _r, _a, t in ws)]
-        for k in dead:
-            del self._waiters[k]
-        self.counters["waiters_expired"] += len(dead)
-
-    def _on_retrieve(self, req: ClientRequest, reply_to: Addr) -> None:
-        start = req.body.get("start", 1)
-        if type(start) is not int or start < 1:
-            self._reply_error(ClientKind.RETRIEVE, req.req_id, reply_to, "bad_request", "start must be >= 1")
-            return
-
-        def serve(rs: ReadState) -> None:
-            if not rs.ok:
-                code = "not_leader" if self.raft.leader else "no_leader"
-                self._reply_error(ClientKind.RETRIEVE, req.req_id, reply_to, code, "read not confirmed")
-                return
-            ents, nxt, more = self.retrieve_entries(start, RETRIEVE_MAX_BYTES)
-            rows, blobs = entries_to_wire(ents)
-            body: dict[str, Any] = {"entries": rows, "next": nxt, "more": more}
-            first = self.raft.log.first_index()
-            if start < first:  # [snapshots] what lies before is in a snapshot, not the log
-                body["compacted_before"] = first
-            self._reply(ClientResponse(ClientKind.RETRIEVE, req.req_id, True, body, self.raft.leader, blobs), reply_to)
-
-        self.read_index(serve)
-
-    def retrieve_entries(self, start: int, max_bytes: int) -> tuple[list[Entry], int, bool]:
-        """Client-visible applied entries from ``start``; (entries, next start, more?)."""
-        log_ = self.raft.log
-        hi = self.service.applied_index
-        i = max(start, log_.first_index())
-        out: list[Entry] = []
-        size = 0
-        while i <= hi:
-            e = log_.entry(i)
-            i += 1
-            if not self.service.visible(e):
-                continue
-            size += len(e.data) + 64
-            if out and size > max_bytes:
-                return out, e.index, True
-            out.append(e)
-        return out, i, False
 
     # ================================================================== sending
 
@@ -542,15 +428,6 @@ class NodeRuntime:
     def _send_later(self, addr: Addr, m: Message) -> None:
         self.ep.send(addr, m, False, time.monotonic())
         self._flush_net()
-
-    def _reply(self, resp: ClientResponse, addr: Addr) -> None:
-        self.ep.send(addr, resp, False, time.monotonic())
-
-    def _reply_error(
-        self, kind: ClientKind, req_id: int, addr: Addr, code: str, message: str, leader: str = ""
-    ) -> None:
-        body = {"error": code, "message": message}
-        self._reply(ClientResponse(kind, req_id, False, body, leader or self.raft.leader), addr)
 
     def _flush_net(self) -> None:
         tr = self.transport

@@ -1,0 +1,164 @@
+"""Client requests on a node: submit (with forwarding), retrieve, status.
+
+How this works: part of NodeRuntime (a mixin; runtime.py owns the state it declares here).
+A submit on a follower is forwarded to the leader, which answers the client directly. On the
+leader each (client id, seq) is proposed once: a retry of a request already in the log waits
+for that entry, and one already applied is answered from the session table. Waiters are
+bounded (``MAX_WAITERS``, then "busy") and forgotten after ``WAITER_TTL_S``. Retrieve is a
+linearizable read (ReadIndex) answered in pages of at most ``RETRIEVE_MAX_BYTES``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+from udpraft.core.raft import RaftNode
+from udpraft.core.ready import ReadState, Role
+from udpraft.core.types import Entry
+from udpraft.reliability.endpoint import ReliableEndpoint
+from udpraft.service.logservice import APP_PREFIX, LogService
+from udpraft.wire import ClientKind, ClientRequest, ClientResponse, Forward, entries_to_wire
+
+Addr = tuple[str, int]
+MAX_WAITERS = 200_000  # client requests waiting for their entry to apply
+WAITER_TTL_S = 30.0  # a waiter older than this is forgotten (the client has retried or left)
+MAX_ENTRY_BYTES = 60_000
+RETRIEVE_MAX_BYTES = 40_000
+
+
+class ClientHandling:
+    id: str
+    raft: RaftNode
+    service: LogService
+    ep: ReliableEndpoint[Addr]
+    addr_of: dict[str, Addr]
+    counters: Counter[str]
+    _proposals: list[tuple[bytes, str, int]]
+    _waiters: dict[tuple[str, int], list[tuple[int, Addr, float]]]
+
+    def status(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def read_index(self, handler: Callable[[ReadState], None]) -> None:
+        raise NotImplementedError
+
+    def _on_client(self, req: ClientRequest, reply_to: Addr, forwarded: bool) -> None:
+        self.counters[f"client_{req.kind.name.lower()}"] += 1
+        if req.kind == ClientKind.SUBMIT:
+            self._on_submit(req, reply_to, forwarded)
+        elif req.kind == ClientKind.RETRIEVE:
+            self._on_retrieve(req, reply_to)
+        elif req.kind == ClientKind.STATUS:
+            self._reply(ClientResponse(ClientKind.STATUS, req.req_id, True, self.status(), self.raft.leader), reply_to)
+        else:
+            self._reply_error(req.kind, req.req_id, reply_to, "bad_request", "unsupported request")
+
+    def _on_submit(self, req: ClientRequest, reply_to: Addr, forwarded: bool) -> None:
+        seqs = req.body.get("seqs")
+        if (
+            not isinstance(seqs, list)
+            or len(seqs) != len(req.blobs)
+            or not seqs
+            or not all(type(s) is int and s > 0 for s in seqs)
+        ):
+            self._reply_error(ClientKind.SUBMIT, req.req_id, reply_to, "bad_request", "seqs/payloads mismatch")
+            return
+        if any(b.startswith(APP_PREFIX) for b in req.blobs):
+            self._reply_error(ClientKind.SUBMIT, req.req_id, reply_to, "bad_request", "payload uses the reserved application prefix")
+            return
+        if any(len(b) > MAX_ENTRY_BYTES for b in req.blobs):
+            self._reply_error(ClientKind.SUBMIT, req.req_id, reply_to, "too_large", f"payload over {MAX_ENTRY_BYTES} bytes")
+            return
+        if self.raft.role != Role.LEADER:
+            leader = self.raft.leader
+            if leader and leader in self.addr_of and not forwarded:
+                fwd = Forward(reply_to[0], reply_to[1], req)
+                self.ep.send(self.addr_of[leader], fwd, True, time.monotonic(), dst=leader)
+                self.counters["forwarded"] += 1
+            else:
+                code = "not_leader" if leader else "no_leader"
+                self._reply_error(ClientKind.SUBMIT, req.req_id, reply_to, code, "not the leader")
+            return
+        if len(self._waiters) >= MAX_WAITERS:
+            self._reply_error(ClientKind.SUBMIT, req.req_id, reply_to, "busy", "too many requests in flight")
+            return
+        done = []
+        now = time.monotonic()
+        cid = req.client_id
+        for seq, data in zip(seqs, req.blobs):
+            hit = self.service.lookup(cid, seq)
+            if hit is not None:
+                done.append([seq, hit.index, hit.term])
+                continue
+            key = (cid, seq)
+            ws = self._waiters.get(key)
+            if ws is not None:  # a retry of a request already in the log: just wait for it
+                ws.append((req.req_id, reply_to, now))
+                continue
+            self._waiters[key] = [(req.req_id, reply_to, now)]
+            self._proposals.append((data, cid, seq))
+        if done:
+            self._reply(ClientResponse(ClientKind.SUBMIT, req.req_id, True, {"done": done}, self.id), reply_to)
+
+    def _fail_waiters(self, props: list[tuple[bytes, str, int]], code: str, leader: str) -> None:
+        for _data, cid, seq in props:
+            for req_id, addr, _t in self._waiters.pop((cid, seq), []):
+                self._reply_error(ClientKind.SUBMIT, req_id, addr, code, code, leader)
+
+    def _expire_waiters(self) -> None:
+        cutoff = time.monotonic() - WAITER_TTL_S
+        dead = [k for k, ws in self._waiters.items() if all(t < cutoff for _r, _a, t in ws)]
+        for k in dead:
+            del self._waiters[k]
+        self.counters["waiters_expired"] += len(dead)
+
+    def _on_retrieve(self, req: ClientRequest, reply_to: Addr) -> None:
+        start = req.body.get("start", 1)
+        if type(start) is not int or start < 1:
+            self._reply_error(ClientKind.RETRIEVE, req.req_id, reply_to, "bad_request", "start must be >= 1")
+            return
+
+        def serve(rs: ReadState) -> None:
+            if not rs.ok:
+                code = "not_leader" if self.raft.leader else "no_leader"
+                self._reply_error(ClientKind.RETRIEVE, req.req_id, reply_to, code, "read not confirmed")
+                return
+            ents, nxt, more = self.retrieve_entries(start, RETRIEVE_MAX_BYTES)
+            rows, blobs = entries_to_wire(ents)
+            body: dict[str, Any] = {"entries": rows, "next": nxt, "more": more}
+            first = self.raft.log.first_index()
+            if start < first:  # [snapshots] what lies before is in a snapshot, not the log
+                body["compacted_before"] = first
+            self._reply(ClientResponse(ClientKind.RETRIEVE, req.req_id, True, body, self.raft.leader, blobs), reply_to)
+
+        self.read_index(serve)
+
+    def retrieve_entries(self, start: int, max_bytes: int) -> tuple[list[Entry], int, bool]:
+        """Client-visible applied entries from ``start``; (entries, next start, more?)."""
+        log_ = self.raft.log
+        hi = self.service.applied_index
+        i = max(start, log_.first_index())
+        out: list[Entry] = []
+        size = 0
+        while i <= hi:
+            e = log_.entry(i)
+            i += 1
+            if not self.service.visible(e):
+                continue
+            size += len(e.data) + 64
+            if out and size > max_bytes:
+                return out, e.index, True
+            out.append(e)
+        return out, i, False
+
+    def _reply(self, resp: ClientResponse, addr: Addr) -> None:
+        self.ep.send(addr, resp, False, time.monotonic())
+
+    def _reply_error(
+        self, kind: ClientKind, req_id: int, addr: Addr, code: str, message: str, leader: str = ""
+    ) -> None:
+        body = {"error": code, "message": message}
+        self._reply(ClientResponse(kind, req_id, False, body, leader or self.raft.leader), addr)
