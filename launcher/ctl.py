@@ -208,15 +208,7 @@ def _leader(cfg: ClusterConfig) -> str | None:
 
 
 def _post(cfg: ClusterConfig, node_id: str, spec: dict[str, Any] | None) -> list[str]:
-    addr = cfg.node(node_id).http
-    try:
-        if spec is None:
-            nodeapi.heal_faults(addr)
-        else:
-            nodeapi.set_fault(addr, spec)
-    except nodeapi.NodeUnreachable as e:
-        return [f"{node_id}: {e}"]
-    return []
+    return nodeapi.apply_fault(node_id, cfg.node(node_id).http, spec)
 
 
 def _errs(errors: list[str]) -> dict[str, Any]:

@@ -145,15 +145,7 @@ class FaultOps:
         nodeapi.transfer(self._node(leader).addr.http, target)
 
     def _post_fault(self, node_id: str, spec: dict[str, Any] | None) -> list[str]:
-        addr = self._node(node_id).addr.http
-        try:
-            if spec is None:
-                nodeapi.heal_faults(addr)
-            else:
-                nodeapi.set_fault(addr, spec)
-        except nodeapi.NodeUnreachable as e:
-            return [f"{node_id}: {e}"]
-        return []
+        return nodeapi.apply_fault(node_id, self._node(node_id).addr.http, spec)
 
     def _ids_order(self, node_id: str) -> int:
         return list(self._nodes).index(node_id)

@@ -69,3 +69,15 @@ def heal_faults(addr: tuple[str, int], timeout_s: float = FAULT_TIMEOUT_S) -> No
 
 def transfer(addr: tuple[str, int], target: str, timeout_s: float = FAULT_TIMEOUT_S) -> None:
     request_json(addr, "POST", "/transfer", {"target": target}, timeout_s=timeout_s)
+
+
+def apply_fault(node_id: str, addr: tuple[str, int], spec: dict[str, Any] | None) -> list[str]:
+    """Set (or, with ``spec=None``, heal) a node's transport faults; errors as messages."""
+    try:
+        if spec is None:
+            heal_faults(addr)
+        else:
+            set_fault(addr, spec)
+    except NodeUnreachable as e:
+        return [f"{node_id}: {e}"]
+    return []

@@ -16,8 +16,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from udpraft.client.blocking import TRY_TIMEOUT_S, TRY_TIMEOUT_S_MAX, _secret_from_env
-from udpraft.client.core import ClientCore, Entry, Result, cluster_file_args, entries_of
-from udpraft.config import parse_addr
+from udpraft.client.core import (
+    ClientCore,
+    Entry,
+    Result,
+    cluster_file_args,
+    entries_of,
+    parse_nodes,
+)
 from udpraft.errors import NoQuorum, Rejected, SessionExpired, Timeout
 from udpraft.wire import ClientKind, ClientRequest, ClientResponse
 
@@ -56,10 +62,7 @@ class AsyncClient:
         client_id: str | None = None,
         max_in_flight: int = 4096,
     ) -> None:
-        if isinstance(nodes, dict):
-            addrs = {nid: parse_addr(a) for nid, a in nodes.items()}
-        else:
-            addrs = {a: parse_addr(a) for a in nodes}
+        addrs = parse_nodes(nodes)
         self.core = ClientCore(addrs, cluster_id, secret or _secret_from_env(), client_id)
         self.max_in_flight = max_in_flight
         self._transport: asyncio.DatagramTransport | None = None

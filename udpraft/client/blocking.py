@@ -14,8 +14,14 @@ import socket
 import time
 from typing import Any
 
-from udpraft.client.core import ClientCore, Entry, Result, cluster_file_args, entries_of
-from udpraft.config import parse_addr
+from udpraft.client.core import (
+    ClientCore,
+    Entry,
+    Result,
+    cluster_file_args,
+    entries_of,
+    parse_nodes,
+)
 from udpraft.errors import ClusterConfigError, NoQuorum, Rejected, SessionExpired, Timeout
 from udpraft.wire import ClientKind, ClientRequest, ClientResponse
 
@@ -32,10 +38,7 @@ class Client:
         cluster_id: str = "udpraft",
         client_id: str | None = None,
     ) -> None:
-        if isinstance(nodes, dict):
-            addrs = {nid: parse_addr(a) for nid, a in nodes.items()}
-        else:
-            addrs = {a: parse_addr(a) for a in nodes}
+        addrs = parse_nodes(nodes)
         if secret is None:
             secret = _secret_from_env()
         self.core = ClientCore(addrs, cluster_id, secret, client_id)

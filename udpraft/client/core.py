@@ -137,6 +137,15 @@ def entries_of(resp: ClientResponse) -> list[Entry] | None:
     return [Entry(e.index, e.term, e.data) for e in ents]
 
 
+def parse_nodes(nodes: list[str] | dict[str, str]) -> dict[str, tuple[str, int]]:
+    """``["host:port", ...]`` (ids = addresses) or ``{id: "host:port"}`` as addresses."""
+    from udpraft.config import parse_addr
+
+    if isinstance(nodes, dict):
+        return {nid: parse_addr(a) for nid, a in nodes.items()}
+    return {a: parse_addr(a) for a in nodes}
+
+
 def cluster_file_args(path: str) -> dict[str, Any]:
     """Constructor arguments of a client for the cluster described by ``path``."""
     from udpraft.config import load_cluster, load_secret

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import orjson
@@ -73,31 +73,35 @@ async def kv_range(request: web.Request) -> web.Response:
         r: RangeReq = validate(parse(await request.read(), range_request))  # type: ignore[assignment]
     except KvError as e:
         return error_response(e)
-    bad = await node.read_barrier(r.serializable)
+    return await _read(node, r.serializable, lambda: node.machine.range(r))
+
+
+async def _write(request: web.Request, decode: Callable[[bytes], Any]) -> web.Response:
+    """Decode a write request, then propose it (forwarded when this node is a follower)."""
+    try:
+        cmd = encode_command(decode(await request.read()))
+    except KvError as e:
+        return error_response(e)
+    return await _node(request).write(cmd)
+
+
+async def _read(node: KVNode, serializable: bool, run: Callable[[], Any]) -> web.Response:
+    """Serve a read after the ReadIndex barrier (unless serializable)."""
+    bad = await node.read_barrier(serializable)
     if bad is not None:
         return error_response(bad)
     try:
-        return node.answer(node.machine.range(r))
+        return node.answer(run())
     except KvError as e:
         return error_response(e)
 
 
 async def kv_put(request: web.Request) -> web.Response:
-    raw = await request.read()
-    try:
-        cmd = encode_command(validate(parse(raw, put_request)))
-    except KvError as e:
-        return error_response(e)
-    return await _node(request).write(cmd)
+    return await _write(request, lambda raw: validate(parse(raw, put_request)))
 
 
 async def kv_delete(request: web.Request) -> web.Response:
-    raw = await request.read()
-    try:
-        cmd = encode_command(validate(parse(raw, delete_request)))
-    except KvError as e:
-        return error_response(e)
-    return await _node(request).write(cmd)
+    return await _write(request, lambda raw: validate(parse(raw, delete_request)))
 
 
 async def kv_txn(request: web.Request) -> web.Response:
@@ -110,22 +114,11 @@ async def kv_txn(request: web.Request) -> web.Response:
     if not is_read_only(t):
         return await node.write(encode_command(t))
     serializable = all(o.serializable for o in t.success + t.failure)  # type: ignore[union-attr]
-    bad = await node.read_barrier(serializable)
-    if bad is not None:
-        return error_response(bad)
-    try:
-        return node.answer(node.machine.txn(t))
-    except KvError as e:
-        return error_response(e)
+    return await _read(node, serializable, lambda: node.machine.txn(t))
 
 
 async def kv_compaction(request: web.Request) -> web.Response:
-    raw = await request.read()
-    try:
-        cmd = encode_command(parse(raw, compaction_request))
-    except KvError as e:
-        return error_response(e)
-    return await _node(request).write(cmd)
+    return await _write(request, lambda raw: parse(raw, compaction_request))
 
 
 # ================================================================== leases
