@@ -9,7 +9,6 @@ single-member etcd on free loopback ports for one test and stops it by PID after
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import http.client
 import json
 import os
@@ -27,47 +26,15 @@ from typing import Any
 
 import pytest
 
+from tests.helpers.apt import ensure_package
 from tests.helpers.procs import free_ports
 
 ETCD = "/usr/bin/etcd"
-APT_LOCK = "/tmp/udpraft-apt-etcd.lock"
-UNREACHABLE = ("Temporary failure resolving", "Could not resolve", "Failed to fetch",
-               "Unable to fetch", "Network is unreachable", "Connection failed",
-               "Unable to locate package")
-
-
-def _apt(args: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    return subprocess.run(["apt-get", *args], capture_output=True, text=True, timeout=timeout,
-                          env=env, check=False)
 
 
 def ensure_etcd() -> str | None:
     """Install etcd if needed; returns a reason to skip, or None when /usr/bin/etcd is there."""
-    if os.path.exists(ETCD):
-        return None
-    if shutil.which("apt-get") is None:
-        return "etcd is not installed and there is no apt-get to install it"
-    if os.geteuid() != 0:
-        return "etcd is not installed and installing it needs root (apt-get)"
-    with open(APT_LOCK, "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if os.path.exists(ETCD):
-            return None
-        try:
-            up = _apt(["update"], 300)
-            out = up.stdout + up.stderr
-            if up.returncode != 0 or any(s in out for s in UNREACHABLE[:5]):
-                return f"apt is unreachable, cannot install etcd-server: {out.strip()[-300:]}"
-            inst = _apt(["install", "-y", "etcd-server", "etcd-client"], 600)
-        except subprocess.TimeoutExpired:
-            return "apt-get timed out: the package archive is unreachable"
-        out = inst.stdout + inst.stderr
-        if inst.returncode != 0:
-            if any(s in out for s in UNREACHABLE):
-                return f"apt is unreachable, cannot install etcd-server: {out.strip()[-300:]}"
-            raise RuntimeError(f"apt-get install etcd-server failed:\n{out[-2000:]}")
-    return None if os.path.exists(ETCD) else "etcd-server installed no /usr/bin/etcd"
+    return ensure_package(ETCD, ["etcd-server", "etcd-client"], 600)
 
 
 @pytest.fixture(scope="session")

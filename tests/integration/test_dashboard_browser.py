@@ -20,7 +20,6 @@ finally, even on failure.
 
 from __future__ import annotations
 
-import fcntl
 import http.client
 import os
 import random
@@ -39,6 +38,7 @@ import psutil  # type: ignore[import-untyped]
 import pytest
 
 from launcher import layout
+from tests.helpers.apt import ensure_package
 from udpraft.config import ClusterConfig, load_cluster
 
 # generous: a machine without chromium downloads it first (the browser part itself is
@@ -51,47 +51,14 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-quic",
                  "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]
-APT_LOCK = "/tmp/udpraft-apt-chromium.lock"
-UNREACHABLE = ("Temporary failure resolving", "Could not resolve", "Failed to fetch",
-               "Unable to fetch", "Network is unreachable", "Connection failed",
-               "Unable to locate package")
 
 
 # ------------------------------------------------------------------------ chromium
 
 
-def _apt(args: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    return subprocess.run(["apt-get", *args], capture_output=True, text=True, timeout=timeout,
-                          env=env, check=False)
-
-
 def ensure_chromium() -> str | None:
     """Install Debian's chromium if needed; a reason to skip, or None when it is there."""
-    if os.path.exists(CHROMIUM):
-        return None
-    if shutil.which("apt-get") is None:
-        return "chromium is not installed and there is no apt-get to install it"
-    if os.geteuid() != 0:
-        return "chromium is not installed and installing it needs root (apt-get)"
-    with open(APT_LOCK, "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # parallel pytest workers must not race dpkg
-        if os.path.exists(CHROMIUM):
-            return None
-        try:
-            up = _apt(["update"], 300)
-            out = up.stdout + up.stderr
-            if up.returncode != 0 or any(s in out for s in UNREACHABLE[:5]):
-                return f"apt is unreachable, cannot install chromium: {out.strip()[-300:]}"
-            inst = _apt(["install", "-y", "chromium"], 900)
-        except subprocess.TimeoutExpired:
-            return "apt-get timed out: the package archive is unreachable"
-        out = inst.stdout + inst.stderr
-        if inst.returncode != 0:
-            if any(s in out for s in UNREACHABLE):
-                return f"apt is unreachable, cannot install chromium: {out.strip()[-300:]}"
-            raise RuntimeError(f"apt-get install chromium failed:\n{out[-2000:]}")
-    return None if os.path.exists(CHROMIUM) else "the chromium package installed no " + CHROMIUM
+    return ensure_package(CHROMIUM, ["chromium"], 900)
 
 
 # ------------------------------------------------------------------------ cluster
