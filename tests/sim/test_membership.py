@@ -14,6 +14,7 @@ import pytest
 
 from tests.sim.test_lab_scenarios import check_one_leader, make, one
 from udpraft.core.errors import InvalidRequest, ProposalDropped
+from udpraft.core.membership import Membership
 from udpraft.core.raft import RaftNode
 from udpraft.core.ready import Role
 from udpraft.core.types import Entry, EntryKind
@@ -177,7 +178,8 @@ def test_config_survives_snapshots_and_restarts() -> None:
         assert c.wait_for(lambda i=idx: all(c.nodes[x].applied >= i for x in c.up_ids()), 3000)
     # Everyone compacted past the CONFIG entries; a restart must keep the membership.
     for i in ("n1", "n2", "n3", n4):
-        assert c.nodes[i].snap.voters == ("n1", "n2", "n3", n4)
+        conf = Membership.decode(c.nodes[i].snap.conf.encode())
+        assert conf is not None and conf.voters == ("n1", "n2", "n3", n4)
     for i in ("n1", "n2", "n3", n4):
         c.crash(i)
     for i in ("n1", "n2", "n3", n4):

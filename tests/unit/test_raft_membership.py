@@ -46,6 +46,49 @@ def test_encoding_round_trip_and_rejects_garbage() -> None:
         assert Membership.decode(bad) is None
 
 
+def test_addresses_ride_with_the_configuration() -> None:
+    m = Membership.of(["n1", "n2", "n3"])
+    m2 = m.change("add_learner", "n4", "127.0.0.1:7004/127.0.0.1:2384")
+    assert m2.encode() == b"v:n1,n2,n3;l:n4;r:;a:n4=127.0.0.1:7004/127.0.0.1:2384"
+    assert Membership.decode(m2.encode()) == m2
+    assert m2.addr("n4") == "127.0.0.1:7004/127.0.0.1:2384" and m2.addr("n1") == ""
+    m3 = m2.change("promote", "n4")
+    assert m3.addr("n4") == m2.addr("n4")  # promotion keeps it
+    m4 = m3.change("add_voter", "n5", "[::1]:7005/[::1]:2385")
+    assert Membership.decode(m4.encode()) == m4 and len(m4.addrs) == 2
+    m5 = m4.change("remove", "n4")
+    assert m5.addr("n4") == "" and m5.addr("n5") and "n4" in m5.removed  # gone with the member
+    # Without addresses the encoding is the old three-part one.
+    assert m.change("add_learner", "n4").encode() == b"v:n1,n2,n3;l:n4;r:"
+    for bad_addr in ("a,b", "a;b", "a=b", "a b", "x" * 201, "tab\t"):
+        with pytest.raises(InvalidRequest):
+            m.change("add_learner", "n4", bad_addr)
+    with pytest.raises(InvalidRequest):
+        m2.change("promote", "n4", "127.0.0.1:1/127.0.0.1:2")  # only adds carry one
+    for bad in (
+        b"v:n1;l:;r:;a:",  # empty address list
+        b"v:n1;l:;r:;a:n2=x",  # address of a non-member
+        b"v:n1;l:;r:;a:n1",  # no '='
+        b"v:n1;l:;r:;a:n1=x,n1=y",  # twice
+        b"v:n1;l:;r:;b:n1=x",
+        b"v:n1;l:;r:;a:n1=x;z",
+    ):
+        assert Membership.decode(bad) is None, bad
+
+
+def test_conf_change_carries_the_address_and_status_reports_it() -> None:
+    n = committed_leader()
+    idx = n.propose_conf_change("add_learner", "n4", "h:1/h:2")
+    e = n.log.entry(idx)
+    assert e.kind == EntryKind.CONFIG and Membership.decode(e.data) == n.conf
+    st = n.status()["membership"]
+    assert st["learners"] == ["n4"] and st["addrs"] == {"n4": "h:1/h:2"}
+    assert st["index"] == idx and st["committed"] is False
+    n.step(AppendResp("n2", "n1", n.term, True, idx))
+    drain(n)
+    assert n.status()["membership"]["committed"] is True
+
+
 def test_change_rules() -> None:
     m = Membership.of(["n1", "n2", "n3"])
     m2 = m.change("add_learner", "n4")
@@ -206,9 +249,9 @@ def test_snapshot_keeps_the_config() -> None:
     assert snaps and Membership.decode(snaps[0].conf.encode()) == n.conf
     fresh = RaftNode("n4", [], random.Random(2), config())
     fresh.step(snaps[0])
-    assert fresh.conf == n.conf and fresh.snapshot.learners == ("n4",)
+    assert fresh.conf == n.conf and fresh.snapshot.conf == n.conf.encode().decode()
     # Restart from a snapshot that carries the configuration.
-    meta = SnapshotMeta(last, n.term, n.conf.voters, n.conf.learners, n.conf.removed)
+    meta = SnapshotMeta(last, n.term, n.conf.encode().decode())
     r = RaftNode("n1", ["n1", "n2", "n3"], random.Random(3), config(), HardState(n.term, ""),
                  (), meta)
     assert r.conf == n.conf

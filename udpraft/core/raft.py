@@ -81,8 +81,9 @@ class RaftNode(Elections, Replication, Reads):
         # configuration from the leader's appends or snapshot.
         self._initial_conf = Membership.of(set(voters) | {node_id}) if voters else Membership()
         self._base_conf = self._initial_conf
-        if snapshot.voters:
-            self._base_conf = Membership.of(snapshot.voters, snapshot.learners, snapshot.removed)
+        snap_conf = Membership.decode(snapshot.conf.encode()) if snapshot.conf else None
+        if snap_conf is not None and snap_conf.voters:
+            self._base_conf = snap_conf
         self._known = set(self._initial_conf.ids())
         self.conf = self._base_conf
         self._conf_index = 0
@@ -186,20 +187,21 @@ class RaftNode(Elections, Replication, Reads):
         self._need_bcast = True
         return first
 
-    def propose_conf_change(self, op: str, node_id: str) -> int:
+    def propose_conf_change(self, op: str, node_id: str, addr: str = "") -> int:
         """Propose one single-server membership change (dissertation §4.1); returns its index.
 
         ``op`` is "add_learner", "add_voter", "promote" or "remove". Leader only; one change
         at a time (ProposalDropped while a CONFIG entry is uncommitted, during a transfer, or
         before an entry of this term committed — the fix to the single-server bug);
         InvalidRequest for a change that makes no sense for the current configuration.
+        ``addr`` (adds only) is an opaque address replicated with the configuration.
         """
         self._check_can_propose(1)
         if self._conf_index > self.log.committed:
             raise ProposalDropped("a configuration change is still uncommitted")
         if self.log.term(self.log.committed) != self.term:
             raise ProposalDropped("no entry of this term committed yet")
-        new = self.conf.change(op, node_id)
+        new = self.conf.change(op, node_id, addr)
         idx = self.log.last_index() + 1
         self.log.append_new(
             [Entry(idx, self.term, new.encode(), EntryKind.CONFIG, "", 0, self._timestamp())]
@@ -332,6 +334,14 @@ class RaftNode(Elections, Replication, Reads):
             "last_log_index": self.log.last_index(),
             "last_log_term": self.log.last_term(),
             "counters": dict(self.counters),
+            "membership": {
+                "voters": list(self.conf.voters),
+                "learners": list(self.conf.learners),
+                "removed": list(self.conf.removed),
+                "addrs": dict(self.conf.addrs),
+                "index": self._conf_index,
+                "committed": self._conf_index <= self.log.committed,
+            },
         }
         if self.role == Role.LEADER:
             st["progress"] = {

@@ -82,7 +82,8 @@ class Replication(NodeBase):
             if prev < self.log.offset:
                 # Raft §7: what the follower needs was compacted; send the snapshot instead.
                 pr.become_snapshot(self.log.offset)
-                conf = "" if self._base_conf == self._initial_conf else self._base_conf.encode().decode()
+                # Always name the configuration: a joining node knows no one until told.
+                conf = self._base_conf.encode().decode() if self._base_conf.voters else ""
                 self._send(
                     InstallSnapshot(
                         self.id, peer, self.term, self.log.offset, self.log.offset_term, conf
@@ -278,7 +279,7 @@ class Replication(NodeBase):
             meta = SnapshotMeta(m.index, m.snap_term)
         else:
             self._base_conf = conf
-            meta = SnapshotMeta(m.index, m.snap_term, conf.voters, conf.learners, conf.removed)
+            meta = SnapshotMeta(m.index, m.snap_term, conf.encode().decode())
         self._refresh_conf()
         self._snapshot_to_install = meta
         self.snapshot = meta

@@ -59,15 +59,13 @@ EMPTY_HARD_STATE = HardState()
 class SnapshotMeta:
     """Where a snapshot ends: the index and term of the last entry whose effect it holds.
 
-    ``voters``/``learners``/``removed`` carry the membership in effect at ``index`` so that
-    compaction does not lose it; all empty means "not recorded" (the node's initial voters).
+    ``conf`` carries the membership in effect at ``index`` (membership.py's encoding) so
+    that compaction does not lose it; "" means "not recorded" (the node's initial voters).
     """
 
     index: int = 0
     term: int = 0
-    voters: tuple[str, ...] = ()
-    learners: tuple[str, ...] = ()
-    removed: tuple[str, ...] = ()
+    conf: str = ""
 
 
 NO_SNAPSHOT = SnapshotMeta()

@@ -347,8 +347,7 @@ class Cluster:
             if sender.snap.index < m.index:
                 return
             sn = sender.snap
-            conf = Membership.of(sn.voters, sn.learners, sn.removed).encode().decode() if sn.voters else ""
-            m = InstallSnapshot(m.src, m.dst, m.term, sn.index, sn.term, conf)
+            m = InstallSnapshot(m.src, m.dst, m.term, sn.index, sn.term, sn.conf)
             self._snap_data[id(m)] = (sender.snap, sender.snap_state)
         for t in self.net.send(m.src, m.dst, type(m).__name__, self.now):
             self._push(t, "deliver", m)
@@ -427,9 +426,7 @@ class Cluster:
         if n.applied != r.log.applied or r.log.stable < n.applied or n.applied <= r.log.offset:
             return  # the state machine must sit exactly at a durable, applied index
         conf = r.conf_at(n.applied)
-        meta = SnapshotMeta(
-            n.applied, r.log.term(n.applied) or 0, conf.voters, conf.learners, conf.removed
-        )
+        meta = SnapshotMeta(n.applied, r.log.term(n.applied) or 0, conf.encode().decode())
         if self._digest(n.applied_keys) != self._digest_upto(meta.index):
             self.inv.fail(f"{n.id}'s state at {meta.index} differs from the committed prefix")
         n.take_snapshot(meta)
