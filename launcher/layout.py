@@ -138,7 +138,8 @@ def plan_cluster(
     )
     dashboard = old.dashboard or dashboard_url(first.udp[0], first.udp[1])
     return Plan(
-        ClusterConfig(old.cluster, nodes_now, dashboard), reused=True, notes=tuple(notes),
+        ClusterConfig(old.cluster, nodes_now, dashboard, initial=old.initial_voters),
+        reused=True, notes=tuple(notes),
         previous_pids=tuple((n.id, n.pid) for n in old.nodes if n.pid),
     )
 

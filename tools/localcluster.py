@@ -75,10 +75,25 @@ class LocalCluster:
                 for nid in self.ids
             ],
         }
+        cfg["initial_voters"] = list(self.ids)
         self.cluster_file.write_text(json.dumps(cfg))
         (tmp / "secret").write_text(os.urandom(16).hex())
         os.chmod(tmp / "secret", 0o600)
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def add_node(self, nid: str) -> tuple[str, str]:
+        """Lay out a new node (free ports, a data dir) and list it in the cluster file; it
+        is not a member until a membership change adds it. Returns (udp, http)."""
+        udp, http = free_ports(1)[0], free_ports(1, socket.SOCK_STREAM)[0]
+        self.udp[nid], self.http[nid] = f"127.0.0.1:{udp}", f"127.0.0.1:{http}"
+        self.ids.append(nid)
+        cfg = json.loads(self.cluster_file.read_text())
+        cfg["nodes"].append({"id": nid, "udp": self.udp[nid], "http": self.http[nid], "pid": 0,
+                             "data_dir": str(self.dir / nid)})
+        tmp = self.cluster_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(cfg))
+        os.replace(tmp, self.cluster_file)
+        return self.udp[nid], self.http[nid]
 
     def start(self, nid: str) -> None:
         log = open(self.dir / f"{nid}.log", "ab")

@@ -1,4 +1,7 @@
-"""``python -m udpraft submit TEXT | retrieve --start N | status`` (``--cluster FILE``).
+"""``python -m udpraft submit TEXT | retrieve --start N | status | member ...`` (``--cluster FILE``).
+
+``member list``, ``member add ID --udp H:P --http H:P [--learner]`` (a learner, caught up,
+then promoted unless --learner), ``member promote ID``, ``member remove ID``.
 
 Output is JSON, one object per line. Exit status: 0 on success, 1 on a udpraft error
 (timeout, no quorum, refused), 2 on bad usage or a missing cluster file.
@@ -11,6 +14,7 @@ import base64
 import json
 import sys
 
+from udpraft.admin import Admin
 from udpraft.client.blocking import Client
 from udpraft.errors import ClusterConfigError, UdpRaftError
 
@@ -33,7 +37,21 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--start", type=int, default=1)
     r.add_argument("--timeout", type=float, default=10.0)
     sub.add_parser("status", help="each node's status")
+    m = sub.add_parser("member", help="list or change the cluster's membership")
+    msub = m.add_subparsers(dest="mcmd", required=True)
+    msub.add_parser("list", help="voters, learners, removed ids and addresses")
+    ma = msub.add_parser("add", help="add a node: learner, catch up, promote")
+    ma.add_argument("id")
+    ma.add_argument("--udp", required=True, help="the new node's UDP host:port")
+    ma.add_argument("--http", required=True, help="the new node's HTTP host:port")
+    ma.add_argument("--learner", action="store_true", help="stop at learner (no promotion)")
+    ma.add_argument("--catch-up-s", type=float, default=60.0)
+    for name, hlp in (("promote", "make a learner a voter"), ("remove", "remove a node for good")):
+        msub.add_parser(name, help=hlp).add_argument("id")
+    m.add_argument("--timeout", type=float, default=15.0)
     a = ap.parse_args(argv)
+    if a.cmd == "member":
+        return _member(a)
     try:
         client = Client.from_cluster_file(a.cluster)
     except ClusterConfigError as e:
@@ -53,6 +71,30 @@ def main(argv: list[str] | None = None) -> int:
     except UdpRaftError as e:
         print(json.dumps({"error": type(e).__name__, "message": str(e)}), file=sys.stderr)
         return 1
+    return 0
+
+
+def _member(a: argparse.Namespace) -> int:
+    try:
+        adm = Admin.from_cluster_file(a.cluster, timeout=a.timeout)
+    except ClusterConfigError as e:
+        print(json.dumps({"error": str(e)}), file=sys.stderr)
+        return 2
+    try:
+        if a.mcmd == "list":
+            out = adm.members()
+        elif a.mcmd == "add" and a.learner:
+            out = adm.add_learner(a.id, a.udp, a.http)
+        elif a.mcmd == "add":
+            out = adm.add(a.id, a.udp, a.http, a.catch_up_s)
+        elif a.mcmd == "promote":
+            out = adm.promote(a.id)
+        else:
+            out = adm.remove(a.id)
+    except UdpRaftError as e:
+        print(json.dumps({"error": type(e).__name__, "message": str(e)}), file=sys.stderr)
+        return 1
+    print(json.dumps(out))
     return 0
 
 

@@ -1,7 +1,10 @@
 """The cluster file (``cluster.json``) and the cluster secret beside it.
 
 How this works: the launcher writes ``DIR/cluster.json`` (atomically) and ``DIR/secret``
-(mode 0600). A node, a client or a tool finds the secret next to the cluster file, or in
+(mode 0600). ``initial_voters`` names the configuration the cluster was created with (every
+node listed, when absent); a node listed but not among them joined later: it starts empty
+and learns the membership from the leader. Membership changes happen in the Raft log; the
+file is the address book and the launcher keeps it current. A node, a client or a tool finds the secret next to the cluster file, or in
 ``UDPRAFT_SECRET_FILE``. On several hosts, copy both files to each host.
 """
 
@@ -31,6 +34,11 @@ class ClusterConfig:
     nodes: tuple[NodeAddr, ...]
     dashboard: str = ""
     path: str = ""
+    initial: tuple[str, ...] = ()  # the voters the cluster was created with; () = all
+
+    @property
+    def initial_voters(self) -> tuple[str, ...]:
+        return self.initial or tuple(self.ids)
 
     def node(self, node_id: str) -> NodeAddr:
         for n in self.nodes:
@@ -78,11 +86,15 @@ def load_cluster(path: str | os.PathLike[str]) -> ClusterConfig:
     ids = [n.id for n in nodes]
     if len(set(ids)) != len(ids):
         raise ValueError(f"cluster file {p}: duplicate node ids")
+    initial = raw.get("initial_voters") or []
+    if not isinstance(initial, list) or not all(isinstance(i, str) and i for i in initial):
+        raise ValueError(f"cluster file {p}: 'initial_voters' must be a list of node ids")
     return ClusterConfig(
         cluster=str(raw.get("cluster") or "udpraft"),
         nodes=tuple(nodes),
         dashboard=str(raw.get("dashboard") or ""),
         path=str(p),
+        initial=tuple(initial),
     )
 
 
@@ -101,6 +113,7 @@ def cluster_to_json(cfg: ClusterConfig) -> bytes:
                 for n in cfg.nodes
             ],
             "dashboard": cfg.dashboard,
+            "initial_voters": list(cfg.initial_voters),
         },
         option=orjson.OPT_INDENT_2,
     )

@@ -62,6 +62,12 @@ def test_entry_bigger_than_a_datagram_replicates_in_fragments(tmp_path: Path) ->
                 await node.transfer_leadership_here(15)
                 big = bytes(range(256)) * 800  # 204,800 bytes: about four datagrams
                 r = await node.submit(big, timeout=20)
+                # Committed needs one follower; wait for both before this leader stops.
+                for _ in range(200):
+                    if all((c.status(n) or {}).get("last_log_index", 0) >= r.index
+                           for n in c.ids[1:]):
+                        break
+                    await asyncio.sleep(0.05)
                 return r.index
             finally:
                 await node.stop()

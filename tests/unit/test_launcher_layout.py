@@ -47,7 +47,8 @@ def test_written_cluster_file_round_trips_atomically(tmp_path: Path) -> None:
     path = tmp_path / layout.CLUSTER_FILE
     layout.write_cluster(path, cfg)
     raw = orjson.loads(path.read_bytes())
-    assert set(raw) == {"cluster", "nodes", "dashboard"}
+    assert set(raw) == {"cluster", "nodes", "dashboard", "initial_voters"}
+    assert raw["initial_voters"] == ["n1", "n2", "n3"]
     assert raw["nodes"][1] == {"id": "n2", "udp": "127.0.0.1:7002", "http": "127.0.0.1:7102",
                                "pid": 4242, "data_dir": str(tmp_path / "n2")}
     back = load_cluster(path)

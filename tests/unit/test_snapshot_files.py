@@ -15,6 +15,7 @@ from udpraft.io.snapshots import (
     SnapshotDamaged,
     SnapshotError,
     SnapshotStore,
+    encode_header,
     recover,
     snapshot_name,
 )
@@ -48,8 +49,24 @@ def test_write_read_round_trip_and_keep_two(tmp_path: Path) -> None:
 def test_empty_body_and_header_size(tmp_path: Path) -> None:
     s = SnapshotStore(str(tmp_path))
     path = s.write(SnapshotMeta(1, 1), b"")
-    assert os.path.getsize(path) == HEADER_SIZE
+    assert os.path.getsize(path) == HEADER_SIZE + 4  # the header and an empty membership field
     assert s.read(path) == (SnapshotMeta(1, 1), b"")
+
+
+def test_membership_is_stored_and_checked(tmp_path: Path) -> None:
+    s = SnapshotStore(str(tmp_path))
+    conf = "v:n1,n2,n4;l:;r:n3;a:n4=127.0.0.1:7004/127.0.0.1:2384"
+    path = s.write(SnapshotMeta(9, 2, conf), b"state")
+    assert s.read(path) == (SnapshotMeta(9, 2, conf), b"state")
+    assert s.load_latest() == (SnapshotMeta(9, 2, conf), b"state")
+    # A membership length that overruns the body is damage, even with a matching checksum.
+    raw = bytearray(open(path, "rb").read())
+    body = bytes(raw[HEADER_SIZE:])
+    bad_body = (10_000).to_bytes(4, "little") + body[4:]
+    meta = SnapshotMeta(9, 2)
+    open(path, "wb").write(encode_header(meta, bad_body) + bad_body)
+    with pytest.raises(SnapshotDamaged, match="membership field"):
+        s.read(path)
 
 
 def test_leftovers_of_interrupted_writes_and_transfers_are_removed(tmp_path: Path) -> None:

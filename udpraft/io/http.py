@@ -1,4 +1,5 @@
-"""The node's HTTP face (aiohttp): /status, /metrics, /log, /fault, /transfer, /health.
+"""The node's HTTP face (aiohttp): /status, /metrics, /log, /fault, /transfer, /health,
+/members (GET: the membership; POST {"op", "id", "udp", "http"}: change it, on the leader).
 
 The key-value API (etcd v3 JSON) mounts its routes on the same application when enabled.
 Bad requests get a JSON error body; nothing here blocks the event loop.
@@ -11,7 +12,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from udpraft.core.errors import RaftError
+from udpraft.core.errors import InvalidRequest, NotLeader, ProposalDropped, RaftError
 from udpraft.io.metrics import render_metrics
 from udpraft.io.runtime import NodeRuntime
 
@@ -103,6 +104,41 @@ async def transfer(request: web.Request) -> web.Response:
     return _json({"ok": True, "target": target})
 
 
+async def members_get(request: web.Request) -> web.Response:
+    return _json(request.app[RUNTIME_KEY].members.describe())
+
+
+async def members_post(request: web.Request) -> web.Response:
+    """One membership change. 200 once committed; 421 on a follower (with the leader's id
+    and HTTP address, to retry there); 400 for a change that makes no sense; 409 while
+    another change is in flight; 504 when it did not commit in time (it may still)."""
+    rt = request.app[RUNTIME_KEY]
+    spec = await _body(request)
+    op, node = spec.get("op"), spec.get("id")
+    udp, http = spec.get("udp", ""), spec.get("http", "")
+    timeout = spec.get("timeout_s", 10.0)
+    if not isinstance(op, str) or not isinstance(node, str) or not node:
+        return _error(400, "want {\"op\": add_learner|add_voter|promote|remove, \"id\": node id}")
+    if not isinstance(udp, str) or not isinstance(http, str):
+        return _error(400, "udp and http must be host:port strings")
+    if not isinstance(timeout, int | float) or not 0 < timeout <= 60:
+        return _error(400, "timeout_s must be a number in (0, 60]")
+    try:
+        return _json(await rt.members.change(op, node, udp, http, float(timeout)))
+    except NotLeader as e:
+        leader = e.leader
+        return _json({"error": f"not the leader (leader: {leader or 'unknown'})", "code": 421,
+                      "leader": leader, "leader_http": rt.book.http_of.get(leader, "")}, 421)
+    except InvalidRequest as e:
+        return _error(400, str(e))
+    except ProposalDropped as e:
+        return _error(409, str(e))
+    except TimeoutError as e:
+        return _error(504, str(e))
+    except RaftError as e:
+        return _error(409, str(e))
+
+
 def make_app(rt: NodeRuntime) -> web.Application:
     app = web.Application(client_max_size=4 * 1024 * 1024)
     app[RUNTIME_KEY] = rt
@@ -114,4 +150,6 @@ def make_app(rt: NodeRuntime) -> web.Application:
     app.router.add_post("/fault", fault_set)
     app.router.add_delete("/fault", fault_clear)
     app.router.add_post("/transfer", transfer)
+    app.router.add_get("/members", members_get)
+    app.router.add_post("/members", members_post)
     return app

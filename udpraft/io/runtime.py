@@ -42,10 +42,11 @@ from udpraft.core.messages import MESSAGE_TYPES, InstallSnapshot, Message
 from udpraft.core.raft import RaftNode
 from udpraft.core.ready import Config, ReadState, Ready, Role
 from udpraft.core.sessions import Verdict
-from udpraft.core.types import Entry
+from udpraft.core.types import Entry, EntryKind
 from udpraft.io.clients import ClientHandling
 from udpraft.io.faults import FaultHook
 from udpraft.io.hist import Histogram
+from udpraft.io.members import AddressBook, MemberChanges
 from udpraft.io.snapshot_transfer import Snapshotter
 from udpraft.io.snapshots import SnapshotStore, recover
 from udpraft.reliability.endpoint import ReliableEndpoint
@@ -108,9 +109,12 @@ class NodeRuntime(ClientHandling):
         # [snapshots] the newest valid snapshot, then the log after it
         snaps = SnapshotStore(snapshot_dir) if snapshot_dir else None
         rec = recover(store, snaps)
+        # A node of the initial configuration starts with it; one added later starts empty
+        # and learns the membership from the leader (members.py).
+        initial = cluster.initial_voters
         self.raft = RaftNode(
             node_id,
-            cluster.ids,
+            initial if node_id in initial else (),
             random.Random(secrets.token_bytes(16)),
             raft_config or DEFAULT_RAFT_CONFIG,
             rec.hard_state,
@@ -131,6 +135,9 @@ class NodeRuntime(ClientHandling):
         self.ep: ReliableEndpoint[Addr] = ReliableEndpoint(self.ctx)
         self.addr_of: dict[str, Addr] = {n.id: n.udp for n in cluster.nodes}
         self.id_of: dict[Addr, str] = {a: i for i, a in self.addr_of.items()}
+        self.book = AddressBook(cluster, self.addr_of, self.id_of)
+        self.book.sync(self.raft.conf)
+        self.members = MemberChanges(self)
         self.faults = FaultHook(random.Random(secrets.token_bytes(8)))
         self.counters: Counter[str] = Counter()
         self.fsync_s = Histogram(FSYNC_BUCKETS)
@@ -200,8 +207,11 @@ class NodeRuntime(ClientHandling):
             m = d.msg
             if type(m) in _RAFT:
                 rm: Message = m  # type: ignore[assignment]
-                if rm.src != d.sender or self.addr_of.get(rm.src) is None:
+                if rm.src != d.sender:
                     self.counters["drop_src_mismatch"] += 1
+                    continue
+                if rm.src not in self.addr_of and not self.book.learn(rm.src, addr):
+                    self.counters["drop_unknown_peer"] += 1
                     continue
                 self.link_in[rm.src] += 1
                 known = self._peer_inc.get(rm.src)
@@ -263,6 +273,7 @@ class NodeRuntime(ClientHandling):
             self._propose_local_batch()
         while self.raft.has_ready():
             rd = self.raft.ready()
+            self.book.sync(self.raft.conf)  # a new member's address, before we send to it
             if rd.snapshot is not None and self.snapper is not None:  # [snapshots]
                 self.snapper.restore_for_ready(rd)  # before its committed entries apply
             for m in rd.messages:
@@ -355,6 +366,8 @@ class NodeRuntime(ClientHandling):
                 if not fut.done():
                     if e.term == term and out is not None:
                         fut.set_result(out)
+                    elif e.term == term and e.kind == EntryKind.CONFIG:
+                        fut.set_result(Outcome(Verdict.APPLY, e.index, e.term, b""))
                     else:
                         fut.set_exception(ProposalLost(f"entry {e.index} was overwritten"))
             if out is None or not e.client_id:
@@ -535,6 +548,20 @@ class NodeRuntime(ClientHandling):
         self._local_props.append((data, fut))
         self._local_deadlines.append((time.monotonic() + timeout_s, fut))
         self._kick()
+        return fut
+
+    def wait_local(self, index: int, term: int, timeout_s: float) -> asyncio.Future[Outcome]:
+        """A future for the entry this node (the leader) appended at ``index`` in ``term``:
+        resolved when it is applied here, failed if overwritten or after ``timeout_s``."""
+        assert self._loop is not None
+        fut: asyncio.Future[Outcome] = self._loop.create_future()
+        self._local_waiters[index] = (term, fut)
+
+        def expire() -> None:
+            if not fut.done():
+                fut.set_exception(TimeoutError(f"entry {index} not committed in {timeout_s} s"))
+
+        self._loop.call_later(timeout_s, expire)
         return fut
 
     def _propose_local_batch(self) -> None:

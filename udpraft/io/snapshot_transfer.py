@@ -156,7 +156,8 @@ class Snapshotter:
         self._in: _Incoming | None = None
         self._stale_told: dict[str, float] = {}
         self._awaiting: dict[str, _Awaiting] = {}  # sent; the follower's AppendResp is due
-        self._verified: dict[SnapshotMeta, tuple[str, bytes]] = {}  # stepped into the core
+        # (index, term) -> (path, membership, state): verified, stepped into the core
+        self._verified: dict[tuple[int, int], tuple[str, str, bytes]] = {}
         self._reset_needed = False  # an install since the last Ready.snapshot cut the log
         self._installing = 0  # highest index restored and not yet durable
         self._to_persist: dict[SnapshotMeta, tuple[str, bool]] = {}  # read by the disk thread
@@ -177,7 +178,8 @@ class Snapshotter:
         term = lg.term(x)
         if x <= lg.offset or x > lg.stable or not term:
             return  # the state must sit at an index that is in the log and durable there
-        meta = SnapshotMeta(x, term)
+        # The membership at x goes into the file: its CONFIG entries will be compacted away.
+        meta = SnapshotMeta(x, term, self.rt.raft.conf_at(x).encode().decode())
         data = self.rt.service.snapshot()
         self._writing = True
         loop = self._loop()
@@ -380,7 +382,7 @@ class Snapshotter:
             return
         meta = SnapshotMeta(c.index, c.snap_term)
         if c.index <= max(raft.log.committed, self.latest.index, self._installing) or any(
-            m.index >= c.index for m in self._verified
+            i >= c.index for i, _t in self._verified
         ):
             self._ack(sender, meta, c.total, SnapshotStatus.STALE)
             told = self._stale_told.get(sender)
@@ -430,7 +432,7 @@ class Snapshotter:
     def _ack(self, peer: str, meta: SnapshotMeta, nxt: int, status: SnapshotStatus) -> None:
         self._send(peer, SnapshotAck(self.rt.raft.term, meta.index, meta.term, nxt, status))
 
-    def _verify(self, inc: _Incoming) -> bytes:  # disk thread
+    def _verify(self, inc: _Incoming) -> tuple[SnapshotMeta, bytes]:  # disk thread
         if self.rt._stopping:
             os.close(inc.fd)
             raise SnapshotDamaged(inc.path, "not verified: the node is stopping")
@@ -438,13 +440,13 @@ class Snapshotter:
             os.fsync(inc.fd)
         finally:
             os.close(inc.fd)
-        _meta, body = self.snaps.read(inc.path, expect=inc.meta)
+        meta, state = self.snaps.read(inc.path, expect=inc.meta)
         hdr = self.snaps.header(inc.path)
         if hdr.checksum.hex() != inc.checksum:
             raise SnapshotDamaged(inc.path, "checksum differs from the one the leader announced")
-        return body
+        return meta, state
 
-    def _verified_cb(self, inc: _Incoming, fut: asyncio.Future[bytes]) -> None:
+    def _verified_cb(self, inc: _Incoming, fut: asyncio.Future[tuple[SnapshotMeta, bytes]]) -> None:
         if self._in is inc:
             self._in = None
         exc = _failure(fut)
@@ -462,10 +464,11 @@ class Snapshotter:
                 os.unlink(inc.path)
             self._ack(inc.leader, inc.meta, inc.total, SnapshotStatus.STALE)
         else:
-            self._verified[inc.meta] = (inc.path, fut.result())
+            meta, state = fut.result()
+            self._verified[(meta.index, meta.term)] = (inc.path, meta.conf, state)
             self.rt.counters["snapshots_received"] += 1
-            if not self._step_install(inc.leader, inc.term, inc.meta):
-                self._discard_verified(inc.meta)
+            if not self._step_install(inc.leader, inc.term, meta):
+                self._discard_verified(meta)
             self._ack(inc.leader, inc.meta, inc.total, SnapshotStatus.DONE)
         self.rt._kick()
 
@@ -474,14 +477,15 @@ class Snapshotter:
         raft = self.rt.raft
         kept = raft.log.term(meta.index) == meta.term
         before = raft.snapshot
-        raft.step(InstallSnapshot(leader, self.rt.id, term, meta.index, meta.term))
-        accepted = raft.snapshot == meta and before != meta
+        raft.step(InstallSnapshot(leader, self.rt.id, term, meta.index, meta.term, meta.conf))
+        at = (meta.index, meta.term)
+        accepted = (raft.snapshot.index, raft.snapshot.term) == at and (before.index, before.term) != at
         if accepted and not kept:
             self._reset_needed = True  # the stored log must go, not just its prefix
         return accepted
 
     def _discard_verified(self, meta: SnapshotMeta) -> None:
-        got = self._verified.pop(meta, None)
+        got = self._verified.pop((meta.index, meta.term), None)
         if got is not None:
             with contextlib.suppress(OSError):
                 os.unlink(got[0])
@@ -501,21 +505,21 @@ class Snapshotter:
         committed entries, which follow the snapshot, are applied)."""
         meta = rd.snapshot
         assert meta is not None
-        got = self._verified.pop(meta, None)
+        got = self._verified.pop((meta.index, meta.term), None)
         if got is None:
             log.critical("node %s: the core installs snapshot %s that never arrived", self.rt.id, meta)
             os._exit(70)
-        path, body = got
+        path, _conf, state = got
         try:
-            self.rt.service.restore(body)
+            self.rt.service.restore(state)
         except Exception:
             _fatal(f"node {self.rt.id}: restoring snapshot {meta} failed")
         if self.rt.service.applied_index != meta.index:
             log.critical("node %s: snapshot %s holds the state at %d", self.rt.id, meta,
                          self.rt.service.applied_index)
             os._exit(70)
-        for older in [m for m in self._verified if m.index <= meta.index]:
-            self._discard_verified(older)
+        for i, t in [k for k in self._verified if k[0] <= meta.index]:
+            self._discard_verified(SnapshotMeta(i, t))
         self._to_persist[meta] = (path, self._reset_needed)
         self._reset_needed = False
         self._installing = max(self._installing, meta.index)

@@ -7,14 +7,19 @@ names sort by index), each one file::
 
     offset size
     0      8    magic            b"udpRSNAP"
-    8      4    version          1
+    8      4    version          2
     12     4    flags            0
     16     8    index            last log index the snapshot covers
     24     8    term             its term
     32     8    body length
     40     16   BLAKE2b-128 of the body
     56     4    CRC-32C of bytes 0..55 (the header itself)
-    60     ...  body             LogService.snapshot() bytes
+    60     ...  body: u32 length, the membership at ``index`` (SnapshotMeta.conf, ASCII),
+                then LogService.snapshot() bytes
+
+The membership lives in the body so that the checksum covers it and a transfer carries it:
+a follower that installs the snapshot, and any node restarting from it, must know who votes
+at that index even though the CONFIG entries saying so were compacted away.
 
 Writing (``write``): header and body go to ``<name>.tmp``, which is fsynced, renamed to its
 final name, and the directory fsynced; then all but the newest ``keep`` (2) snapshots are
@@ -53,7 +58,9 @@ from udpraft.storage.crc32c import crc32c
 log = logging.getLogger("udpraft.snapshots")
 
 MAGIC = b"udpRSNAP"
-VERSION = 1
+VERSION = 2
+_CONF_LEN = struct.Struct("<I")
+MAX_CONF_BYTES = 1 << 20
 _HEADER = struct.Struct("<8sIIQQQ16sI")
 HEADER_SIZE = _HEADER.size  # 60
 _CRC_SPAN = HEADER_SIZE - 4
@@ -110,6 +117,28 @@ def parse_header(buf: bytes, path: str) -> SnapshotHeader:
     return SnapshotHeader(SnapshotMeta(index, term), length, checksum)
 
 
+def _frame(conf: str) -> bytes:
+    raw = conf.encode("ascii")
+    if len(raw) > MAX_CONF_BYTES:
+        raise ValueError(f"membership of {len(raw)} bytes is too large for a snapshot")
+    return _CONF_LEN.pack(len(raw)) + raw
+
+
+def _unframe(body: bytes, path: str) -> tuple[str, bytes]:
+    """Split a checked body into (membership encoding, state machine bytes)."""
+    if len(body) < _CONF_LEN.size:
+        raise SnapshotDamaged(path, "body too short for its membership field")
+    (n,) = _CONF_LEN.unpack_from(body)
+    end = _CONF_LEN.size + n
+    if n > MAX_CONF_BYTES or end > len(body):
+        raise SnapshotDamaged(path, f"membership field of {n} bytes overruns the body")
+    try:
+        conf = body[_CONF_LEN.size : end].decode("ascii")
+    except UnicodeDecodeError:
+        raise SnapshotDamaged(path, "membership field is not ASCII") from None
+    return conf, body[end:]
+
+
 def snapshot_name(meta: SnapshotMeta) -> str:
     return f"snap-{meta.index:020d}-{meta.term:020d}.bin"
 
@@ -163,14 +192,15 @@ class SnapshotStore:
         m = _NAME_RE.match(os.path.basename(path))
         if expect is None and m:
             expect = SnapshotMeta(int(m.group(1)), int(m.group(2)))
-        if expect is not None and hdr.meta != expect:
+        if expect is not None and (hdr.meta.index, hdr.meta.term) != (expect.index, expect.term):
             raise SnapshotDamaged(path, f"header says {hdr.meta}, expected {expect}")
         if len(buf) != hdr.file_size:
             raise SnapshotDamaged(path, f"{len(buf)} bytes, header says {hdr.file_size}")
         body = buf[HEADER_SIZE:]
         if body_checksum(body) != hdr.checksum:
             raise SnapshotDamaged(path, "body checksum mismatch")
-        return hdr.meta, body
+        conf, state = _unframe(body, path)
+        return SnapshotMeta(hdr.meta.index, hdr.meta.term, conf), state
 
     def load_latest(self) -> tuple[SnapshotMeta, bytes] | None:
         """The newest snapshot that passes every check (skipping damaged ones, loudly)."""
@@ -187,10 +217,12 @@ class SnapshotStore:
 
     # -- writing ------------------------------------------------------------------------
 
-    def write(self, meta: SnapshotMeta, body: bytes) -> str:
-        """Durably write the snapshot ``body`` covering the log up to ``meta`` (atomic)."""
+    def write(self, meta: SnapshotMeta, state: bytes) -> str:
+        """Durably write the snapshot ``state`` covering the log up to ``meta`` (atomic);
+        ``meta.conf`` (the membership there) is stored with it."""
         if meta.index < 1 or meta.term < 1:
             raise ValueError(f"no snapshot at {meta}")
+        body = _frame(meta.conf) + state
         final = self.path_for(meta)
         tmp = final + ".tmp"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
