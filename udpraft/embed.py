@@ -9,6 +9,10 @@ The node is a full member of the cluster (it votes, replicates, serves clients o
 port and its HTTP status port); ``submit`` from inside the leader's process skips the
 network hop from a client to the leader. On a follower it raises ``NotLeader`` naming the
 leader (use a ``Client`` then, or ``transfer_leadership_here``).
+
+Membership (on the leader): ``members()``, ``change_membership(op, node_id, udp, http)``
+with op ``add_learner`` | ``add_voter`` | ``promote`` | ``remove``; from anywhere else use
+``udpraft.admin.Admin``, which finds the leader over HTTP.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from aiohttp import web
 
 from udpraft.client.core import Result
 from udpraft.config import load_cluster, load_secret
-from udpraft.core.errors import NotLeader, ProposalDropped
+from udpraft.core.errors import InvalidRequest, NotLeader, ProposalDropped
 from udpraft.core.ready import Role
 from udpraft.errors import NotLeaderError, Rejected, Timeout
 from udpraft.io.runtime import NodeRuntime, ProposalLost
@@ -75,6 +79,27 @@ class EmbeddedNode:
             raise Timeout(f"not known to be committed: {e}") from None
         return Result(out.index, out.term)
 
+    def members(self) -> dict[str, Any]:
+        """Voters, learners, removed ids and each member's addresses, as this node sees them."""
+        return self.rt.members.describe()
+
+    async def change_membership(
+        self, op: str, node_id: str, udp: str = "", http: str = "", timeout: float = 10.0
+    ) -> dict[str, Any]:
+        """One single-server change (leader only), returned once committed.
+
+        Raises ``NotLeaderError``, ``Rejected`` (nonsense, or another change in flight) or
+        ``Timeout`` (not known to be committed) — all ``UdpRaftError``.
+        """
+        try:
+            return await self.rt.members.change(op, node_id, udp, http, timeout)
+        except NotLeader as e:
+            raise NotLeaderError(str(e), e.leader) from None
+        except (InvalidRequest, ProposalDropped) as e:
+            raise Rejected(f"membership change refused: {e}") from None
+        except (ProposalLost, TimeoutError) as e:
+            raise Timeout(f"not known to be committed: {e}") from None
+
     async def wait_leader(self, timeout: float = 10.0) -> str:
         loop = asyncio.get_running_loop()
         end = loop.time() + timeout
@@ -95,10 +120,10 @@ class EmbeddedNode:
                 if loop.time() > end:
                     raise TimeoutError("leadership did not move here")
                 ld = self.rt.raft.leader
-                if ld and ld != self.rt.id:
-                    host, port = self.rt.cluster.node(ld).http
+                http = self.rt.book.http_of.get(ld, "")
+                if ld and ld != self.rt.id and http:
                     try:
-                        async with s.post(f"http://{host}:{port}/transfer",
+                        async with s.post(f"http://{http}/transfer",
                                           json={"target": self.rt.id}) as r:
                             await r.read()
                     except aiohttp.ClientError:

@@ -10,7 +10,7 @@ import pytest
 from tests.helpers.procs import LocalCluster
 from udpraft.client.blocking import Client
 from udpraft.embed import EmbeddedNode
-from udpraft.errors import NotLeaderError
+from udpraft.errors import NotLeaderError, Rejected
 
 pytestmark = pytest.mark.integration
 
@@ -80,5 +80,46 @@ def test_entry_bigger_than_a_datagram_replicates_in_fragments(tmp_path: Path) ->
             assert sizes.get(idx) == 204_800, (nid, tail)
             st = c.status(nid)
             assert st is not None and st["counters"].get("transport_delivered", 0) > 0
+    finally:
+        c.stop_all()
+
+
+def test_embedded_leader_changes_the_membership(tmp_path: Path) -> None:
+    c = LocalCluster(tmp_path, 3)
+    try:
+        for nid in c.ids[1:]:
+            c.start(nid)
+        udp, http = c.add_node("n4")
+        c.start("n4")
+
+        async def run() -> dict[str, object]:
+            node = await EmbeddedNode.start("n1", str(c.cluster_file), str(tmp_path / "n1"))
+            try:
+                await node.wait_leader(15)
+                await node.transfer_leadership_here(15)
+                for i in range(20):
+                    await node.submit(b"e%d" % i)
+                with pytest.raises(Rejected, match="needs the new node's udp"):
+                    await node.change_membership("add_learner", "n4")
+                out = await node.change_membership("add_learner", "n4", udp, http)
+                assert out["membership"]["learners"] == ["n4"]  # type: ignore[index]
+                for _ in range(200):  # the learner catches up from the log
+                    if node.members()["members"]["n4"].get("match", 0) >= node.rt.raft.committed:
+                        break
+                    await asyncio.sleep(0.05)
+                await node.change_membership("promote", "n4")
+                await node.change_membership("remove", "n3")
+                with pytest.raises(Rejected, match="never reused"):
+                    await node.change_membership("add_voter", "n3", udp, http)
+                r = await node.submit(b"after")
+                assert r.index > 20
+                return node.members()
+            finally:
+                await node.stop()
+
+        mem = asyncio.run(run())
+        assert mem["voters"] == ["n1", "n2", "n4"] and mem["removed"] == ["n3"]
+        st = c.status("n4")
+        assert st is not None and st["membership"]["voters"] == ["n1", "n2", "n4"]
     finally:
         c.stop_all()

@@ -152,6 +152,7 @@ class MemberChanges:
                 addr = encode_addr(udp, http)
             except ValueError as e:
                 raise InvalidRequest(str(e)) from None
+            raft.conf.change(op, node, addr)  # the core's refusals (ids never reused) first
             taken = {format_addr(a) for n, a in rt.addr_of.items() if n in raft.conf.members()}
             if udp in taken:
                 raise InvalidRequest(f"udp address {udp} belongs to another member")
