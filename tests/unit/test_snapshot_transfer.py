@@ -234,3 +234,33 @@ def test_restart_restores_state_from_snapshot_and_log(tmp_path: Path, every: int
                 await c.stop(nid)
 
     asyncio.run(main())
+
+
+def test_injected_delay_applies_to_snapshot_chunks(tmp_path: Path) -> None:
+    async def main() -> None:
+        c = Cluster(tmp_path)
+        try:
+            for nid in ("n1", "n2", "n3"):
+                c.start(nid)
+            await c.propose(30)
+            ld = await c.leader()
+            follower = next(n for n in c.rts if n != ld.id)
+            await c.stop(follower)
+            await c.propose(120)
+            import shutil
+
+            shutil.rmtree(tmp_path / follower)
+            ld = await c.leader()
+            ld.faults.apply({"delay_ms": 30, "peers": [follower]}, set(c.rts) | {follower})
+            rt = c.start(follower)
+            t0 = asyncio.get_running_loop().time()
+            await until(lambda: rt.service.applied_index >= ld.raft.log.committed, 30)
+            assert rt.counters["snapshots_installed"] >= 1
+            assert ld.counters["snapshot_transfers_started"] >= 1
+            assert ld.counters["snapshot_msgs_delayed"] >= 1  # chunks waited like appends do
+            assert asyncio.get_running_loop().time() - t0 >= 0.03
+        finally:
+            for nid in list(c.rts):
+                await c.stop(nid)
+
+    asyncio.run(main())

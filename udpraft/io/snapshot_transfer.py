@@ -335,9 +335,19 @@ class Snapshotter:
     def _send(self, peer: str, msg: SnapshotChunk | SnapshotAck) -> None:
         rt = self.rt
         addr = rt.addr_of.get(peer)
-        if addr is None or (rt.faults.active() and rt.faults.outbound(peer) is None):
+        delay = rt.faults.outbound(peer) if rt.faults.active() else 0.0
+        if addr is None or delay is None:
+            return
+        if delay > 0 and rt._loop is not None:  # injected delay applies to chunks too
+            rt.counters["snapshot_msgs_delayed"] += 1
+            rt._loop.call_later(delay, self._send_now, addr, peer, msg)
             return
         rt.ep.send(addr, msg, True, time.monotonic(), dst=peer)
+
+    def _send_now(self, addr: tuple[str, int], peer: str, msg: SnapshotChunk | SnapshotAck) -> None:
+        if not self.rt._stopping:
+            self.rt.ep.send(addr, msg, True, time.monotonic(), dst=peer)
+            self.rt._flush_net()
 
     # ================================================================== timers
 
