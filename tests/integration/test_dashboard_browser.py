@@ -255,6 +255,7 @@ def test_dashboard_in_a_browser(
                     "300 ms delay", timeout=5_000)
             expect(page.locator(f'.node[data-node="{new}"] [data-f="fault"]')).to_contain_text(
                 f"→ {other}: 300 ms delay")
+            assert new is not None
             st = node_status(cfg.node(new).http)
             assert st is not None and st["faults"]["peers"][other]["delay_ms"] == 300.0
             page.wait_for_timeout(600)  # let the rates settle for the picture

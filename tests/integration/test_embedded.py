@@ -102,7 +102,7 @@ def test_embedded_leader_changes_the_membership(tmp_path: Path) -> None:
                 with pytest.raises(Rejected, match="needs the new node's udp"):
                     await node.change_membership("add_learner", "n4")
                 out = await node.change_membership("add_learner", "n4", udp, http)
-                assert out["membership"]["learners"] == ["n4"]  # type: ignore[index]
+                assert out["membership"]["learners"] == ["n4"]
                 for _ in range(200):  # the learner catches up from the log
                     if node.members()["members"]["n4"].get("match", 0) >= node.rt.raft.committed:
                         break

@@ -215,7 +215,7 @@ def test_node_exits_when_its_parent_is_killed(tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    import psutil
+    import psutil  # type: ignore[import-untyped]
 
     c = LocalCluster(tmp_path, 3)
     # a parent that starts node n1 with --exit-with-parent, prints its pid, then sleeps

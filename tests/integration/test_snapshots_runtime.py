@@ -68,7 +68,9 @@ def raw_retrieve(cl: Client, start: int) -> dict[str, Any]:
 @pytest.mark.parametrize("storage", ["file", "sqlite"])
 def test_snapshots_compaction_catch_up_and_crash_recovery(tmp_path: Path, storage: str) -> None:
     c = LocalCluster(tmp_path, 3, storage, extra_args=["--snapshot-entries", str(EVERY)])
-    b64 = lambda s: base64.b64encode(s.encode()).decode()  # noqa: E731
+    def b64(s: str) -> str:
+        return base64.b64encode(s.encode()).decode()
+
     try:
         c.start_all()
         c.wait_up()
@@ -160,8 +162,8 @@ def test_snapshots_compaction_catch_up_and_crash_recovery(tmp_path: Path, storag
             resp = cl._call(req, 5.0)
         assert resp.body["done"] == [[seq, index, term]], "the retry was deduplicated"
         for nid in c.ids:
-            r = c.post(nid, "/v3/kv/range", {"key": b64("early")})
-            assert [kv["value"] for kv in r.get("kvs", [])] == [b64("kept")], (nid, r)
+            rng = c.post(nid, "/v3/kv/range", {"key": b64("early")})
+            assert [kv["value"] for kv in rng.get("kvs", [])] == [b64("kept")], (nid, rng)
         print(f"\n[{storage}] 500 submits {t_submit:.2f}s, wiped follower caught up in "
               f"{t_catch_up:.2f}s (snapshot {snap_f}), kill-all recovery {t_recover:.2f}s")
     finally:

@@ -175,7 +175,10 @@ def test_config_survives_snapshots_and_restarts() -> None:
     for k in range(30):
         idx = c.propose(ld, f"k{k}".encode())
         assert idx is not None
-        assert c.wait_for(lambda i=idx: all(c.nodes[x].applied >= i for x in c.up_ids()), 3000)
+        def everywhere(i: int = idx) -> bool:
+            return all(c.nodes[x].applied >= i for x in c.up_ids())
+
+        assert c.wait_for(everywhere, 3000)
     # Everyone compacted past the CONFIG entries; a restart must keep the membership.
     for i in ("n1", "n2", "n3", n4):
         conf = Membership.decode(c.nodes[i].snap.conf.encode())

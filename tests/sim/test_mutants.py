@@ -13,7 +13,6 @@ import pytest
 
 from tests.sim.test_lab_scenarios import make, one
 from udpraft.core import base as base_mod
-from udpraft.core import raft as raft_mod
 from udpraft.core.log import RaftLog
 from udpraft.core.messages import (
     AppendEntries,
@@ -64,7 +63,7 @@ def _truncate_always(self: RaftLog, prev_index: int, entries: list[Entry]) -> in
 
 
 def _commit_to_last_index(self: RaftNode, m: AppendEntries) -> None:
-    if self.role == raft_mod.Role.LEADER:
+    if self.role == Role.LEADER:
         return
     self._become_follower(self.term, m.src, reset_timer=True)
     if self.log.term(m.prev_index) != m.prev_term:

@@ -97,7 +97,10 @@ def _install_scenario(crash: bool, loss: float, seed: int) -> None:
         )
         _back(c, victim, crash)
         last = submit(c, b"sync%d" % rnd, 3)
-        assert c.wait_for(lambda v=victim, t=last: c.nodes[v].applied >= t, 5000)
+        def caught_up(v: str = victim, t: int = last) -> bool:
+            return c.nodes[v].applied >= t
+
+        assert c.wait_for(caught_up, 5000)
         raft_v = c.raft(victim)
         installed = raft_v.counters.get("snapshot_replaced_log", 0) + raft_v.counters.get(
             "snapshot_kept_suffix", 0)
@@ -156,7 +159,10 @@ def test_snapshot_init_restart_write_restart() -> None:
     last = submit(c, b"final", 3)
     for i in c.ids:
         assert c.nodes[i].snap.index >= snap_before[i]
-        assert c.wait_for(lambda n=i: c.nodes[n].applied >= last, 3000)
+        def applied(n: str = i) -> bool:
+            return c.nodes[n].applied >= last
+
+        assert c.wait_for(applied, 3000)
     assert any(c.raft(i).role == Role.LEADER for i in c.ids)
 
 

@@ -150,7 +150,7 @@ def test_snapshot_shows_launcher_state_and_stale_nodes() -> None:
         "n3": {"match": 2, "next": 3, "state": "probe"}}), 100.0)
     tracks["n2"].record(status("n2", "follower", 3), 100.0)
     tracks["n3"].record(status("n3", "leader", 2), 97.0)  # old news: it stopped answering
-    lnodes = [{"id": "n1", "state": "up", "pid": 1}, {"id": "n2", "state": "paused"},
+    lnodes: list[dict[str, Any]] = [{"id": "n1", "state": "up", "pid": 1}, {"id": "n2", "state": "paused"},
               {"id": "n3", "state": "up"}]
     s = build_snapshot("c", ids, tracks, lnodes, Timeline(), 100.1, 5000.0, 7)
     roles = {n["id"]: n["role"] for n in s["nodes"]}

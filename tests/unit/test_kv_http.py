@@ -70,7 +70,7 @@ def serve(test: Body) -> None:
     async def main() -> None:
         rt = FakeRuntime()
         app = web.Application()
-        rt.app = kv_app_factory(rt, app)  # type: ignore[arg-type]
+        rt.app = kv_app_factory(rt, app)  # type: ignore[arg-type,assignment]
         server = TestServer(app)
         await server.start_server()
         try:

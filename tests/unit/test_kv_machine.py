@@ -171,7 +171,7 @@ def random_log(seed: int, n: int) -> list[bytes]:
             out.append(encode_command(DeleteReq(k, r.choice([None, "", "b"]), r.random() < 0.5)))
         elif x < 0.75:
             c = Compare(r.choice([CT_VALUE, CT_VERSION]), r.randint(0, 3), k, None,
-                        r.choice([CT_VALUE, CT_VERSION]), r.choice(["v", 1, 2]))
+                        r.choice([CT_VALUE, CT_VERSION]), r.choice(["v", 1, 2]))  # type: ignore[arg-type]
             out.append(encode_command(TxnReq(
                 [c], [PutReq(r.choice(KEYS), "t"), RangeReq("a", "b")],
                 [DeleteReq(r.choice(KEYS), None, True),

@@ -50,7 +50,8 @@ def ready_leader(**kw: Any) -> Any:
 def round_of(msgs: list[Any]) -> int:
     ctxs = {h.ctx for h in of_type(msgs, Heartbeat)}
     assert len(ctxs) == 1, ctxs
-    return ctxs.pop()
+    ctx: int = ctxs.pop()
+    return ctx
 
 
 # ---------------------------------------------------------------------------- ReadIndex

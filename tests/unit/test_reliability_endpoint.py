@@ -74,7 +74,7 @@ def test_exactly_once_under_duplication_and_acks_clear_the_queue() -> None:
     for i in range(50):
         assert a.send("B", req(i), True, 0.0)
     got = carry(a, "A", b, 0.01, copies=3)
-    assert [d.msg.req_id for d in got] == list(range(50))  # type: ignore[union-attr]
+    assert [d.msg.req_id for d in got] == list(range(50))
     assert all(d.reliable and d.sender == "n1" and d.addr == "A" for d in got)
     assert b.counters["duplicates"] == 100 and b.counters["delivered"] == 50
     acks = b.datagrams_to_send(0.01)
@@ -231,7 +231,7 @@ def test_window_bounds_backlog_and_memory() -> None:
     now = 0.0
     while a.unacked() or a.backlog("B"):
         now += 0.001
-        delivered += [d.msg.req_id for d in carry(a, "A", b, now)]  # type: ignore[union-attr]
+        delivered += [d.msg.req_id for d in carry(a, "A", b, now)]
         assert a.unacked("B") <= 8
         carry(b, "B", a, now)
     assert delivered == list(range(18))
@@ -329,7 +329,7 @@ def test_oversize_messages_split_or_fragmented() -> None:
     assert a.send("B", ae, False, 1.0)
     got = carry(a, "A", b, 1.0)
     assert a.counters["split_append_entries"] == 1
-    assert sum((d.msg.entries for d in got), ()) == entries  # type: ignore[union-attr]
+    assert sum((d.msg.entries for d in got), ()) == entries
     assert all(not d.reliable for d in got)
 
 

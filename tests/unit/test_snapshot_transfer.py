@@ -95,8 +95,9 @@ class Cluster:
         await rt.stop()
 
     async def leader(self, timeout: float = 10.0) -> NodeRuntime:
-        return await until(lambda: next(
+        rt: NodeRuntime = await until(lambda: next(
             (r for r in self.rts.values() if r.raft.role == Role.LEADER), None), timeout)
+        return rt
 
     async def propose(self, n: int, size: int = 3000) -> None:
         for _ in range(n):
