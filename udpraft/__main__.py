@@ -46,8 +46,11 @@ def main(argv: list[str] | None = None) -> int:
     ma.add_argument("--http", required=True, help="the new node's HTTP host:port")
     ma.add_argument("--learner", action="store_true", help="stop at learner (no promotion)")
     ma.add_argument("--catch-up-s", type=float, default=60.0)
-    for name, hlp in (("promote", "make a learner a voter"), ("remove", "remove a node for good")):
-        msub.add_parser(name, help=hlp).add_argument("id")
+    msub.add_parser("promote", help="make a learner a voter").add_argument("id")
+    mr = msub.add_parser("remove", help="remove a node for good")
+    mr.add_argument("id")
+    mr.add_argument("--force", action="store_true",
+                    help="even if it leaves two voters or too few live ones to commit")
     m.add_argument("--timeout", type=float, default=15.0)
     a = ap.parse_args(argv)
     if a.cmd == "member":
@@ -90,7 +93,7 @@ def _member(a: argparse.Namespace) -> int:
         elif a.mcmd == "promote":
             out = adm.promote(a.id)
         else:
-            out = adm.remove(a.id)
+            out = adm.remove(a.id, force=a.force)
     except UdpRaftError as e:
         print(json.dumps({"error": type(e).__name__, "message": str(e)}), file=sys.stderr)
         return 1

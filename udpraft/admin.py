@@ -123,9 +123,12 @@ class Admin:
                 return got
         raise NoQuorum(f"no node answered ({last})")
 
-    def change(self, op: str, node: str, udp: str = "", http: str = "") -> dict[str, Any]:
-        """One single-server change: add_learner, add_voter, promote or remove."""
-        body = {"op": op, "id": node, "udp": udp, "http": http,
+    def change(
+        self, op: str, node: str, udp: str = "", http: str = "", force: bool = False
+    ) -> dict[str, Any]:
+        """One single-server change: add_learner, add_voter, promote or remove. ``force``
+        skips the leader's liveness checks (see udpraft/io/members.py)."""
+        body = {"op": op, "id": node, "udp": udp, "http": http, "force": force,
                 "timeout_s": min(60.0, max(1.0, self.timeout))}
         return self._leader_first("POST", body, time.monotonic() + self.timeout)
 
@@ -135,8 +138,8 @@ class Admin:
     def promote(self, node: str) -> dict[str, Any]:
         return self.change("promote", node)
 
-    def remove(self, node: str) -> dict[str, Any]:
-        return self.change("remove", node)
+    def remove(self, node: str, force: bool = False) -> dict[str, Any]:
+        return self.change("remove", node, force=force)
 
     def add(self, node: str, udp: str, http: str, catch_up_s: float = 60.0) -> dict[str, Any]:
         """Add ``node`` as a learner, wait until its log has caught up, then promote it.

@@ -84,7 +84,8 @@ class EmbeddedNode:
         return self.rt.members.describe()
 
     async def change_membership(
-        self, op: str, node_id: str, udp: str = "", http: str = "", timeout: float = 10.0
+        self, op: str, node_id: str, udp: str = "", http: str = "", timeout: float = 10.0,
+        force: bool = False,
     ) -> dict[str, Any]:
         """One single-server change (leader only), returned once committed.
 
@@ -92,7 +93,7 @@ class EmbeddedNode:
         ``Timeout`` (not known to be committed) — all ``UdpRaftError``.
         """
         try:
-            return await self.rt.members.change(op, node_id, udp, http, timeout)
+            return await self.rt.members.change(op, node_id, udp, http, timeout, force)
         except NotLeader as e:
             raise NotLeaderError(str(e), e.leader) from None
         except (InvalidRequest, ProposalDropped) as e:

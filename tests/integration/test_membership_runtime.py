@@ -165,9 +165,22 @@ def test_remove_the_leader_and_the_refusals(tmp_path: Path) -> None:
             assert code == 400 and want in got["error"], (body, code, got)
         with Client.from_cluster_file(str(c.cluster_file)) as cl:
             acked = [cl.submit(b"a%d" % i).index for i in range(50)]
-        # Remove the leader: it commits its own removal, steps down, the others elect.
         adm = Admin.from_cluster_file(str(c.cluster_file))
-        out = adm.remove(ld)
+        # A change the new configuration could not commit is refused unless forced: with a
+        # follower down, a fourth voter that is not running would need 3 of 4 up.
+        other = next(n for n in c.ids if n not in (ld, follower))
+        c.kill(other)
+        time.sleep(1.2)  # longer than ACTIVE_S: the leader no longer counts it as up
+        with pytest.raises(MembershipError, match="must be up to commit"):
+            adm.change("add_voter", "n9", "127.0.0.1:9", "127.0.0.1:10")
+        c.start(other)
+        wait_for(lambda: (c.status(other) or {}).get("commit_index", 0) >= max(acked), 10,
+                 "the restarted follower")
+        # Three voters down to two is refused unless forced (no failure tolerated).
+        with pytest.raises(MembershipError, match="leaves two voters"):
+            adm.remove(ld)
+        # Remove the leader: it commits its own removal, steps down, the others elect.
+        out = adm.remove(ld, force=True)
         assert ld in out["membership"]["removed"]
         rest = [n for n in c.ids if n != ld]
         new = c.wait_leader(10, among=rest)

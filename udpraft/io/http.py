@@ -1,5 +1,6 @@
 """The node's HTTP face (aiohttp): /status, /metrics, /log, /fault, /transfer, /health,
-/members (GET: the membership; POST {"op", "id", "udp", "http"}: change it, on the leader).
+/members (GET: the membership; POST {"op", "id", "udp", "http", "force"}: change it, on the
+leader).
 
 The key-value API (etcd v3 JSON) mounts its routes on the same application when enabled.
 Bad requests get a JSON error body; nothing here blocks the event loop.
@@ -117,6 +118,9 @@ async def members_post(request: web.Request) -> web.Response:
     op, node = spec.get("op"), spec.get("id")
     udp, http = spec.get("udp", ""), spec.get("http", "")
     timeout = spec.get("timeout_s", 10.0)
+    force = spec.get("force", False)
+    if not isinstance(force, bool):
+        return _error(400, "force must be true or false")
     if not isinstance(op, str) or not isinstance(node, str) or not node:
         return _error(400, "want {\"op\": add_learner|add_voter|promote|remove, \"id\": node id}")
     if not isinstance(udp, str) or not isinstance(http, str):
@@ -124,7 +128,7 @@ async def members_post(request: web.Request) -> web.Response:
     if not isinstance(timeout, int | float) or not 0 < timeout <= 60:
         return _error(400, "timeout_s must be a number in (0, 60]")
     try:
-        return _json(await rt.members.change(op, node, udp, http, float(timeout)))
+        return _json(await rt.members.change(op, node, udp, http, float(timeout), force))
     except NotLeader as e:
         leader = e.leader
         return _json({"error": f"not the leader (leader: {leader or 'unknown'})", "code": 421,

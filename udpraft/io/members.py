@@ -15,9 +15,15 @@ the cluster file is older than the sender) learns the sender's address from the 
 at most ``MAX_LEARNED`` such ids are remembered.
 
 Changes (``MemberChanges.change``) go through the leader's core and resolve once the CONFIG
-entry is applied on the leader (i.e. committed). ``promote`` is refused while the learner is
-more than ``MAX_PROMOTE_LAG`` entries behind the commit index: promoting a learner that has
-not caught up makes the cluster wait for it to reach a quorum (dissertation §4.2.1).
+entry is applied on the leader (i.e. committed). Because a configuration is effective once
+appended, the new one must be able to commit itself: with one change at a time there is no
+second change to rescue a configuration whose quorum is dead. So, unless forced, the leader
+refuses a change after which the voters it has heard from in the last ``ACTIVE_S`` seconds
+are not a quorum of the new voters (e.g. removing a live node of three while another is
+down, or adding a voter that is not running), and a change that leaves exactly two voters
+(no failure tolerated, and neither can be removed while the other is down). ``promote`` is
+refused while the learner is more than ``MAX_PROMOTE_LAG`` entries behind the commit index
+(the cluster would wait for it; dissertation §4.2.1).
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ if TYPE_CHECKING:
 Addr = tuple[str, int]
 MAX_LEARNED = 64
 MAX_PROMOTE_LAG = 1_000
+ACTIVE_S = 1.0
 OPS = ("add_learner", "add_voter", "promote", "remove")
 
 
@@ -129,8 +136,29 @@ class MemberChanges:
             out["members"][self.rt.id]["match"] = raft.log.last_index()
         return out
 
+    def active_voters(self, voters: tuple[str, ...]) -> list[str]:
+        now = time.monotonic()
+        heard = self.rt.heard_at
+        return [v for v in voters if v == self.rt.id or now - heard.get(v, -1e9) <= ACTIVE_S]
+
+    def _check_safe(self, voters: tuple[str, ...]) -> None:
+        if len(voters) == 2:
+            raise InvalidRequest(
+                "the change leaves two voters, which tolerate no failure (and neither can be "
+                "removed while the other is down); add a node first, or pass force"
+            )
+        live = self.active_voters(voters)
+        need = len(voters) // 2 + 1
+        if len(live) < need:
+            raise InvalidRequest(
+                f"after the change {need} of the voters {', '.join(voters)} must be up to commit "
+                f"anything, but only {', '.join(live) or 'none'} answered in the last {ACTIVE_S} s; "
+                "start the missing nodes first, or pass force"
+            )
+
     async def change(
-        self, op: str, node: str, udp: str = "", http: str = "", timeout_s: float = 10.0
+        self, op: str, node: str, udp: str = "", http: str = "", timeout_s: float = 10.0,
+        force: bool = False,
     ) -> dict[str, Any]:
         """Propose one change on this node (the leader) and wait until it is committed.
 
@@ -167,6 +195,9 @@ class MemberChanges:
                     "promote it once it is within "
                     f"{MAX_PROMOTE_LAG} entries"
                 )
+        new = raft.conf.change(op, node, addr)
+        if not force:
+            self._check_safe(new.voters)
         idx = raft.propose_conf_change(op, node, addr)
         fut = rt.wait_local(idx, raft.term, timeout_s)
         rt._kick()

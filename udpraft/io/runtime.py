@@ -168,6 +168,7 @@ class NodeRuntime(ClientHandling):
         self.link_out: Counter[str] = Counter()  # Raft messages sent, per peer
         self.link_in: Counter[str] = Counter()  # Raft messages received, per peer
         self._peer_inc: dict[str, int] = {}  # last incarnation seen per peer
+        self.heard_at: dict[str, float] = {}  # monotonic time of the last Raft message per peer
         self._last_role = self.raft.role
         self._last_term = self.raft.term
 
@@ -214,6 +215,7 @@ class NodeRuntime(ClientHandling):
                     self.counters["drop_unknown_peer"] += 1
                     continue
                 self.link_in[rm.src] += 1
+                self.heard_at[rm.src] = now
                 known = self._peer_inc.get(rm.src)
                 if known != d.incarnation:
                     self._peer_inc[rm.src] = d.incarnation
