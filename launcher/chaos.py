@@ -12,6 +12,14 @@ only the running cluster knows is settled at play time:
 - "healed" for a killed node means "answers /status again": its heal starts it at once if
   its restart is still waiting on backoff, then waits for it.
 
+- ``replace`` (membership changes, when the weights ask for them): once no node is faulty
+  and a leader is known, add a fresh node (``ClusterSupervisor.add_node``: learner, caught
+  up, voter), then remove an old one — the leader when the action says so, else a random
+  other — and retire its process (``retire_node``). The voter count never drops (add
+  first), so it stays at least what the cluster started with. A node whose addition did not
+  complete is retired again, so the end state is clean. Schedule targets that were retired
+  meanwhile are mapped onto current nodes (runtime_rng), keeping the minority bound.
+
 After the last heal (the schedule keeps ``Timing.tail_s`` quiet at the end) the runner heals
 everything once more and checks the cluster converges: every node answers and one leader
 is known. ``healthy_at_end`` holds the verdict. A runner stopped early heals what it broke.
@@ -26,6 +34,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from launcher.cluster import ClusterSupervisor
+from launcher.members import MemberError
 from launcher.nemesis import (
     DEFAULT_WEIGHTS,
     FaultAction,
@@ -37,6 +46,7 @@ from launcher.nemesis import (
 
 CHUNK_S = 300.0  # a run without an end draws its schedule this many seconds at a time
 SETTLE_S = 5.0  # longest wait for the cluster to be ready for the next fault / for a heal
+REPLACE_CATCH_UP_S = 30.0  # how long a replace waits for its new node to catch up
 
 
 class NemesisRunner:
@@ -61,6 +71,9 @@ class NemesisRunner:
         self.active: dict[int, tuple[str, list[str]]] = {}  # fault_id -> (kind, targets)
         self.played = 0
         self.skipped = 0
+        self.membership_changes = 0  # committed: add_learner, promote, remove each count one
+        self.added: list[str] = []
+        self.retired: list[str] = []
         self.healthy_at_end: bool | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -124,9 +137,24 @@ class NemesisRunner:
     def _details(self, action: FaultAction) -> dict[str, Any]:
         return {"fault_id": action.fault_id, "seed": self.seed, "at_s": action.at_s}
 
+    def _current(self, targets: tuple[str, ...]) -> set[str]:
+        """The targets, with nodes retired since the schedule was drawn replaced by others."""
+        ids = self.sup.ids
+        out = [t for t in targets if t in ids]
+        spare = [n for n in ids if n not in out]
+        for t in targets:
+            if t not in ids and spare:
+                pick = self.runtime_rng.choice(spare)
+                spare.remove(pick)
+                out.append(pick)
+        return set(out)
+
     def _fault(self, action: FaultAction) -> None:
+        if action.kind == "replace":
+            self._replace(action)
+            return
         sup, budget = self.sup, minority(len(self.sup.ids))
-        wanted = set(action.targets)
+        wanted = self._current(action.targets)
         if action.kind == "kill_leader":
             wanted = {self._leader_or_any()}
         if not self._wait(lambda: len(sup.faulty() | wanted) <= budget, self.settle_s):
@@ -158,12 +186,58 @@ class NemesisRunner:
         self.active[action.fault_id] = (kind, targets)
         self.played += 1
 
+    def _replace(self, action: FaultAction) -> None:
+        """Add a fresh node, then remove an old one (maybe the leader) and retire it."""
+        sup, d = self.sup, self._details(action)
+        if not self._wait(lambda: not sup.faulty() and sup.leader() is not None, self.settle_s):
+            self.skipped += 1
+            sup.events.emit("warn", f"nemesis: skipped {describe(action)}: faulty "
+                            f"{sorted(sup.faulty())}, leader {sup.leader()}")
+            return
+        before = set(sup.ids)
+        try:
+            added = sup.add_node(catch_up_s=REPLACE_CATCH_UP_S, timeout_s=2 * self.settle_s)
+        except MemberError as e:
+            self.skipped += 1
+            sup.events.emit("warn", f"nemesis: {describe(action)}: add failed: {e}")
+            for nid in set(sup.ids) - before:  # listed, maybe a learner: leave nothing behind
+                try:
+                    sup.retire_node(nid, timeout_s=4 * self.settle_s)
+                except (MemberError, KeyError) as e2:
+                    sup.events.emit("warn", f"nemesis: could not retire {nid}: {e2}")
+            return
+        new = str(added["node"])
+        self.added.append(new)
+        self.membership_changes += 2
+        leader = sup.leader()
+        old = [n for n in sup.ids if n in before]
+        if action.param("leader") >= 0.5 and leader in old:
+            victim = leader
+        else:
+            victim = self.runtime_rng.choice([n for n in old if n != leader] or old)
+        d["leader"] = victim == leader
+        try:
+            sup.retire_node(victim, timeout_s=4 * self.settle_s)
+        except (MemberError, KeyError) as e:
+            sup.events.fault("replace", [new], added=new, error=f"retire {victim}: {e}", **d)
+        else:
+            self.retired.append(victim)
+            self.membership_changes += 1
+            sup.events.fault("replace", [victim], added=new, retired=victim, **d)
+        self.active[action.fault_id] = ("replace", [new])
+        self.played += 1
+
     def _heal(self, action: FaultAction) -> None:
         got = self.active.pop(action.fault_id, None)
         if got is None:
             return  # its fault was skipped
         kind, targets = got
         sup, d = self.sup, self._details(action)
+        if kind == "replace":  # nothing to undo: wait until the new node answers
+            back = self._wait(lambda: all(n in sup.ids and sup.answering(n) for n in targets),
+                              self.settle_s)
+            sup.events.fault("heal", targets, heals=kind, back=back, **d)
+            return
         if kind in ("kill", "kill_leader"):
             for nid in targets:
                 sup.start_node(nid)  # skip what is left of its restart backoff
@@ -208,8 +282,10 @@ class NemesisRunner:
         leader = sup.leader()
         up = sum(1 for n in sup.ids if sup.answering(n))
         verdict = "healthy" if self.healthy_at_end else "NOT healthy"
+        members = (f"; added {', '.join(self.added)}, retired {', '.join(self.retired) or '-'}"
+                   if self.added else "")
         sup.events.emit(
             "info" if self.healthy_at_end else "warn",
             f"nemesis done: {self.played} faults played, {self.skipped} skipped; cluster "
-            f"{verdict}: {up}/{len(sup.ids)} nodes answer, leader {leader or '-'}",
+            f"{verdict}: {up}/{len(sup.ids)} nodes answer, leader {leader or '-'}{members}",
         )

@@ -13,6 +13,13 @@ Then threads take over:
   them when due, publishes ``DIR/cluster.json`` once every node has answered and rewrites it
   whenever a pid changes, follows the leader, and samples CPU and RSS with psutil.
 
+Membership (``add_node``, ``retire_node``; one at a time, see members.py): a fresh node gets
+a never-used id, free ports and ``DIR/<id>``; it is listed in the boot file and
+cluster.json (whose ``initial_voters`` stay as they were, so it starts as an empty joiner),
+spawned and supervised like the others, added as a learner, and promoted once it has caught
+up. A retired node is removed through the cluster first; once that is committed its process
+is stopped for good and it leaves both files (its data dir stays, never started again).
+
 Faults go through the same object (``kill``, ``pause``/``resume``, ``partition``,
 ``degrade``, ``heal``) and are recorded in ``DIR/faults.jsonl``. ``stop()`` ends it all:
 SIGCONT (a stopped process would sit on SIGTERM), SIGTERM, wait up to ``stop_grace_s``,
@@ -23,16 +30,18 @@ The supervisor reaches nodes only through processes, signals, ports and files.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import threading
 import time
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, NoReturn
 
-from launcher import layout, nodeapi
+from launcher import layout, members, nodeapi
 from launcher.events import EventLog
 from launcher.faults import FaultOps
 from launcher.procs import (
@@ -50,7 +59,7 @@ from launcher.procs import (
     stop_pids,
     unlock_dir,
 )
-from udpraft.config import ClusterConfig, ensure_secret
+from udpraft.config import ClusterConfig, NodeAddr, ensure_secret, format_addr
 
 __all__ = ["ClusterSupervisor", "DashboardControl", "NodeView", "SupervisorOptions"]
 
@@ -93,12 +102,14 @@ class ClusterSupervisor(FaultOps):
         self._t = _Tracking()
         self._lock_fd: int | None = None
         self._started_mono = time.monotonic()
+        self._member_lock = threading.Lock()  # one add_node / retire_node at a time
 
     # ================================================================ lifecycle
 
     @property
     def ids(self) -> list[str]:
-        return list(self._nodes)
+        with self._lock:  # add_node / retire_node change the set from another thread
+            return list(self._nodes)
 
     @property
     def dashboard(self) -> str:
@@ -317,7 +328,7 @@ class ClusterSupervisor(FaultOps):
 
     def _poll(self, n: NodeProc) -> None:
         addr = n.addr.http
-        while not self._stop.is_set():
+        while not self._stop.is_set() and not n.retired:
             st = nodeapi.get_status(addr, self.opts.status_timeout_s)
             with self._lock:
                 if st is not None and st.get("pid") == n.pid and n.proc is not None:
@@ -373,6 +384,158 @@ class ClusterSupervisor(FaultOps):
         with self._file_lock:
             layout.write_cluster(self.cluster_file, cfg)
 
+    # ================================================================ membership
+
+    def http_addrs(self) -> list[tuple[str, int]]:
+        """Every node's HTTP address, the leader's first."""
+        with self._lock:
+            leader = self._leader_locked(time.monotonic())[0]
+            addrs = [n.addr.http for n in self._nodes.values()]
+            if leader is not None:
+                addrs.insert(0, self._nodes[leader].addr.http)
+        return addrs
+
+    def add_node(self, catch_up_s: float = 60.0, timeout_s: float = 30.0) -> dict[str, Any]:
+        """Add a fresh node to the running cluster: lay it out (new id, free ports, data
+        dir), list it in the cluster files, start and supervise it, add it as a learner,
+        wait until it has caught up, promote it. Returns {"node", "udp", "http", "voters",
+        "learners"}. Raises members.Busy (another change under way), members.Refused, or
+        members.MemberError (the node then stays listed if the cluster may have taken it)."""
+        with self._member_change():
+            return self._add_node(catch_up_s, timeout_s)
+
+    def retire_node(self, node_id: str, timeout_s: float = 30.0) -> dict[str, Any]:
+        """Remove ``node_id`` from the cluster (it may be the leader); once that is committed,
+        stop its process for good and drop it from the cluster files (its data dir stays).
+        Returns {"node", "voters", "learners", "removed"}. KeyError for an unknown node."""
+        with self._member_change():
+            self._node(node_id)
+            if len(self._nodes) == 1:
+                raise members.Refused(f"{node_id} is the only node")
+            self.events.emit("member", f"removing {node_id} from the cluster", node_id)
+            mem = members.ensure(self.http_addrs, "remove", node_id, timeout_s=timeout_s,
+                                 stop=self._stop.is_set)
+            self._forget(node_id)
+            self.events.emit("member", f"{node_id} retired (removed, process stopped); voters "
+                             f"now {', '.join(mem.get('voters') or [])}", node_id)
+            out = {"node": node_id, "voters": mem.get("voters", []),
+                   "learners": mem.get("learners", []), "removed": mem.get("removed", [])}
+            if len(out["voters"]) < 3:
+                out["warning"] = (f"{len(out['voters'])} voter(s) left: the cluster no longer "
+                                  "survives the loss of a node; add one with add-node")
+                self.events.emit("warn", out["warning"])
+            return out
+
+    def reconcile(self) -> list[str]:
+        """Stop and drop listed nodes the cluster has removed (a launcher that died between a
+        removal and rewriting cluster.json left them listed). Returns the ids dropped."""
+        if not self._member_lock.acquire(blocking=False):
+            return []
+        try:
+            mem = members.leader_view(self.http_addrs())
+            gone = [nid for nid in self.ids if nid in ((mem or {}).get("removed") or [])]
+            for nid in gone:
+                if len(self._nodes) > 1:
+                    self.events.emit("warn", f"{nid} is listed but the cluster removed it: "
+                                     "stopping it for good", nid)
+                    self._forget(nid)
+            return gone
+        finally:
+            self._member_lock.release()
+
+    @contextlib.contextmanager
+    def _member_change(self) -> Iterator[None]:
+        if not self._member_lock.acquire(blocking=False):
+            raise members.Busy("another add-node / retire-node is under way; try again")
+        try:
+            yield
+        finally:
+            self._member_lock.release()
+
+    def _add_node(self, catch_up_s: float, timeout_s: float) -> dict[str, Any]:
+        if not self._t.published or self._t.stopping:
+            raise members.MemberError("the cluster is not up yet (cluster.json not written)")
+        view = members.leader_view(self.http_addrs())
+        if view is None:
+            raise members.MemberError("no leader answers GET /members; try again once the "
+                                      "cluster has a leader")
+        if not view.get("config_committed", True):
+            raise members.Busy("a membership change is still being committed; try again")
+        with self._lock:
+            nid = members.next_id(members.used_ids(self.config, view, self.data_dir))
+            udp, http = members.pick_ports(self.config, nid)
+            addr = NodeAddr(nid, udp, http, 0, os.path.join(os.fspath(self.data_dir), nid))
+            # initial_voters stay as they are: the new node is not one, so it starts empty
+            self.config = replace(self.config, nodes=(*self.config.nodes, addr),
+                                  initial=self.config.initial_voters)
+            n = NodeProc(addr, self.opts.backoff_s)
+            self._nodes[nid] = n
+            layout.write_cluster(self.boot_file, self.config)  # what its process reads
+            try:
+                self._spawn(n)  # rewrites cluster.json too
+            except OSError:
+                self._nodes.pop(nid)
+                self.config = replace(self.config, nodes=self.config.nodes[:-1])
+                layout.write_cluster(self.boot_file, self.config)
+                raise
+            t = threading.Thread(target=self._poll, args=(n,), name=f"launcher-poll-{nid}",
+                                 daemon=True)
+            self._t.threads.append(t)
+            t.start()
+        udp_s, http_s = format_addr(udp), format_addr(http)
+        self.events.emit("member", f"{nid} laid out (udp {udp_s}, http {http_s}, "
+                         f"{addr.data_dir}); adding it as a learner", nid)
+        try:
+            added = members.ensure(self.http_addrs, "add_learner", nid, udp_s, http_s,
+                                   timeout_s=timeout_s, stop=self._stop.is_set)
+        except members.MemberError as e:
+            mem = members.leader_view(self.http_addrs())
+            if mem is not None and nid not in (mem.get("members") or {}):
+                self._forget(nid)  # the cluster never took it: as if nothing happened
+                raise type(e)(f"{nid} not added: {e}") from None
+            raise members.MemberError(f"{nid}: {e}; it may still join as a learner "
+                                      f"(`retire-node {nid}` drops it)") from None
+        deadline = time.monotonic() + catch_up_s
+        while True:
+            mem = members.leader_view(self.http_addrs())
+            if (mem is not None and self.answering(nid)
+                    and members.caught_up(mem, nid, int(added.get("config_index", 0)))):
+                break
+            if time.monotonic() > deadline or self._stop.is_set():
+                raise members.MemberError(
+                    f"{nid} did not catch up within {catch_up_s:.0f}s; it stays a learner "
+                    f"(`retire-node {nid}` drops it)")
+            time.sleep(0.1)
+        mem = members.ensure(self.http_addrs, "promote", nid, timeout_s=timeout_s,
+                             stop=self._stop.is_set)
+        self.events.emit("member", f"{nid} is a voter (voters: "
+                         f"{', '.join(mem.get('voters') or [])})", nid)
+        return {"node": nid, "udp": udp_s, "http": http_s, "data_dir": addr.data_dir,
+                "voters": mem.get("voters", []), "learners": mem.get("learners", [])}
+
+    def _forget(self, node_id: str) -> None:
+        """Stop the node's process for good and drop it from the supervisor and the files."""
+        with self._lock:
+            n = self._node(node_id)
+            n.held, n.retired, n.restart_at = True, True, None
+            proc = n.proc
+        if proc is not None:
+            send_signal(proc.pid, signal.SIGCONT)
+            send_signal(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=self.opts.stop_grace_s)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        with self._lock:
+            self._nodes.pop(node_id, None)
+            self.config = replace(
+                self.config, nodes=tuple(a for a in self.config.nodes if a.id != node_id),
+                initial=self.config.initial_voters)
+            layout.write_cluster(self.boot_file, self.config)
+            if self._t.published:
+                self._write_cluster_file()
+
     # ================================================================ looking
 
     def _node(self, node_id: str) -> NodeProc:
@@ -419,7 +582,7 @@ class ClusterSupervisor(FaultOps):
             return n.answered and not n.paused and self._fresh(n, time.monotonic()) is not None
 
     def faulty(self) -> set[str]:
-        return {nid for nid in self._nodes if not self.answering(nid)}
+        return {nid for nid in self.ids if not self.answering(nid)}
 
     @property
     def published(self) -> bool:
@@ -531,6 +694,22 @@ class DashboardControl:
     def heal(self) -> list[str]:
         return self.sup.heal(heals="all", via="dashboard")
 
+    def add_node(self) -> dict[str, Any]:
+        try:
+            return self.sup.add_node()
+        except (members.Busy, members.Refused) as e:
+            _refuse(str(e))
+        except members.MemberError as e:
+            _fail(str(e))
+
+    def retire_node(self, node: str) -> dict[str, Any]:
+        try:
+            return self.sup.retire_node(node)
+        except (members.Busy, members.Refused) as e:
+            _refuse(str(e))
+        except members.MemberError as e:
+            _fail(str(e))
+
     def transfer(self, target: str) -> str:
         leader = self.sup.leader()
         if leader is None:
@@ -551,3 +730,9 @@ def _refuse(text: str) -> NoReturn:
     from udpraft.dashboard.control import ActionError
 
     raise ActionError(text)
+
+
+def _fail(text: str) -> NoReturn:
+    from udpraft.dashboard.control import ActionFailed
+
+    raise ActionFailed(text)

@@ -12,6 +12,12 @@
     transfer ID                 ask the leader to hand leadership to ID
     restart ID / stop ID / start ID    through the launcher (its dashboard API)
     submit TEXT                 append TEXT; prints index and term once committed (ditto)
+    add-node                    add a fresh node to the running cluster: a never-used id,
+                                free ports, DIR/<id>; started and supervised by the
+                                launcher, a learner, then a voter once caught up (ditto)
+    retire-node ID              remove ID from the cluster (the leader too), then the
+                                launcher stops its process for good (ditto)
+    members                     the membership as the leader sees it (GET /members)
 
 How this works: most commands need no channel to the launcher. Everything the launcher
 knows that a tool needs is in ``DIR/cluster.json`` (pids, HTTP addresses); signals go to
@@ -39,7 +45,10 @@ from launcher import nodeapi
 from launcher.events import EventLog
 from launcher.faults import cut_sides, partition_specs
 from launcher.layout import CLUSTER_FILE, FAULTS_FILE
+from launcher.members import leader_view
 from udpraft.config import ClusterConfig, load_cluster
+
+MEMBER_TIMEOUT_S = 150.0  # add-node waits for the new node to catch up
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -70,6 +79,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     for name in ("restart", "stop", "start"):
         sub.add_parser(name).add_argument("node")
     sub.add_parser("submit").add_argument("value")
+    sub.add_parser("add-node")
+    sub.add_parser("retire-node").add_argument("node")
+    sub.add_parser("members")
     return ap.parse_args(argv)
 
 
@@ -148,6 +160,18 @@ def _run(a: argparse.Namespace, cfg: ClusterConfig, events: EventLog) -> int:
         return _dashboard(cfg, a.cmd, {"node": cfg.node(a.node).id})
     if a.cmd == "submit":
         return _dashboard(cfg, "submit", {"value": a.value}, timeout_s=15.0)
+    if a.cmd == "add-node":
+        return _dashboard(cfg, "add_node", {}, timeout_s=MEMBER_TIMEOUT_S)
+    if a.cmd == "retire-node":
+        return _dashboard(cfg, "retire_node", {"node": cfg.node(a.node).id},
+                          timeout_s=MEMBER_TIMEOUT_S)
+    if a.cmd == "members":
+        mem = leader_view([n.http for n in cfg.nodes])
+        if mem is None:
+            print("launcher ctl: no leader answers GET /members", file=sys.stderr)
+            return 1
+        sys.stdout.write(orjson.dumps(mem).decode() + "\n")
+        return 0
     # heal
     for n in cfg.nodes:
         if n.pid:
@@ -188,11 +212,15 @@ def _dashboard(cfg: ClusterConfig, action: str, body: dict[str, Any],
               file=sys.stderr)
         return 2
     try:
-        out = nodeapi.request_json((url.hostname, url.port), "POST", f"/api/{action}", body,
-                                   timeout_s=timeout_s)
+        status, out = nodeapi.request_status((url.hostname, url.port), "POST",
+                                             f"/api/{action}", body, timeout_s=timeout_s)
     except nodeapi.NodeUnreachable as e:
         print(f"launcher ctl: {action} goes through the launcher's dashboard at "
               f"{cfg.dashboard}: {e}", file=sys.stderr)
+        return 1
+    if status >= 400:
+        err = out.get("error") if isinstance(out, dict) else out
+        print(f"launcher ctl: {action}: {err} (HTTP {status})", file=sys.stderr)
         return 1
     sys.stdout.write(orjson.dumps(out).decode() + "\n")
     return 0

@@ -101,10 +101,12 @@ class FaultOps:
     def partition(self, *groups: Iterable[str], kind: str = "partition", **details: Any) -> list[str]:
         """Cut the cluster into ``groups`` (nodes named in none form one more group): each
         node drops all traffic from and to nodes outside its group. Returns the errors."""
-        sides = cut_sides(list(self._nodes), groups)
+        with self._lock:
+            ids = list(self._nodes)
+        sides = cut_sides(ids, groups)
         named = {nid for g in groups for nid in g}
         errors = []
-        for nid, others in partition_specs(list(self._nodes), sides).items():
+        for nid, others in partition_specs(ids, sides).items():
             errors += self._post_fault(nid, {"partition": others})
         targets = min(sides, key=len) if len(sides) == 2 else sorted(named, key=self._ids_order)
         self._mark(targets, kind)
@@ -130,7 +132,10 @@ class FaultOps:
     def heal(self, node_ids: Iterable[str] | None = None, heals: str = "",
              **details: Any) -> list[str]:
         """Resume paused nodes and clear network faults on ``node_ids`` (default: all)."""
-        targets = list(node_ids) if node_ids is not None else list(self._nodes)
+        if node_ids is None:
+            with self._lock:
+                node_ids = list(self._nodes)
+        targets = list(node_ids)
         for nid in targets:
             self.resume(nid)
         errors = [e for nid in targets for e in self._post_fault(nid, None)]
@@ -148,7 +153,8 @@ class FaultOps:
         return nodeapi.apply_fault(node_id, self._node(node_id).addr.http, spec)
 
     def _ids_order(self, node_id: str) -> int:
-        return list(self._nodes).index(node_id)
+        with self._lock:
+            return list(self._nodes).index(node_id)
 
     def _mark(self, node_ids: Iterable[str], what: str) -> None:
         with self._lock:

@@ -5,7 +5,10 @@ How this works: a fresh data dir gets nodes ``n1..nN``; node i listens on UDP
 output in ``DIR/n<i>.log``; the dashboard URL points at ``base_port+1079`` (8080 for the
 default 7001). A data dir that already holds ``cluster.json`` (or the boot file of a run
 that never got that far) is reused as it is: same cluster id, node ids and ports, so the
-nodes come back with everything they had committed.
+nodes come back with everything they had committed. A cluster whose membership changed
+(``initial_voters`` differ from the nodes listed: ``launcher ctl add-node``/``retire-node``)
+comes back with the nodes listed now, whatever ``--nodes`` says; otherwise a different
+``--nodes`` is refused.
 
 Two files are written. ``DIR/.cluster.boot.json`` is what the node processes start from (pids
 0; nodes only read addresses from it). ``DIR/cluster.json`` is published once every node
@@ -120,12 +123,23 @@ def plan_cluster(
     if old is None:
         cfg = fresh_layout(nodes or 3, data_dir, host, base_port or DEFAULT_BASE_PORT)
         return Plan(cfg, reused=False)
-    if nodes is not None and nodes != len(old.nodes):
-        raise LayoutError(
-            f"{data_dir} holds a {len(old.nodes)}-node cluster ({old.cluster}); refusing to "
-            f"start it with --nodes {nodes}. Use --nodes {len(old.nodes)}, or another --data-dir."
-        )
     notes = [f"reusing cluster {old.cluster} from {data_dir}"]
+    changed = set(old.ids) != set(old.initial_voters)  # nodes were added or retired
+    if nodes is not None and nodes != len(old.nodes):
+        if not changed:
+            raise LayoutError(
+                f"{data_dir} holds a {len(old.nodes)}-node cluster ({old.cluster}); refusing "
+                f"to start it with --nodes {nodes}. Use --nodes {len(old.nodes)}, or another "
+                "--data-dir (a running cluster grows and shrinks with `python -m launcher ctl "
+                "add-node` / `retire-node ID`)."
+            )
+        notes.append(
+            f"--nodes {nodes} ignored: the cluster was created with {len(old.initial_voters)} "
+            f"nodes and its membership changed since; it has {len(old.nodes)} now "
+            f"({', '.join(old.ids)}), as {CLUSTER_FILE} records")
+    elif changed:
+        notes.append(f"membership as {CLUSTER_FILE} records it: {', '.join(old.ids)} "
+                     f"(created with {', '.join(old.initial_voters)})")
     first = old.nodes[0]
     if base_port is not None and first.udp[1] != base_port:
         notes.append(f"keeping the ports recorded in {data_dir} (udp from {first.udp[1]}), "

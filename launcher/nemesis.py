@@ -9,7 +9,11 @@ episode starts unless it is healed ``Timing.tail_s`` before the end: every run f
 a quiet stretch in which the cluster must converge (the liveness phase).
 
 ``kill_leader`` names no node: the leader is only known at run time, so the runner resolves
-it then; it counts as one faulty node. A killed node's ``heal`` means "be back": the
+it then; it counts as one faulty node. ``replace`` (a membership change, off unless given a
+weight: ``MEMBERSHIP_WEIGHTS``) names no node either: the runner adds a fresh node (learner,
+then voter) and removes an old one — the leader when its ``leader`` parameter is 1 — whose
+process is then retired; its heal does nothing. Targets of later episodes are node ids of
+the cluster as it started; the runner maps those that were retired onto current nodes. A killed node's ``heal`` means "be back": the
 supervisor restarts it, and the runner waits until it answers before the next episode.
 
 Pure: no clock, no IO, no global random. The same ``random.Random`` state and arguments
@@ -23,7 +27,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-KINDS = ("kill", "kill_leader", "pause", "partition", "split", "loss", "delay")
+KINDS = ("kill", "kill_leader", "pause", "partition", "split", "loss", "delay", "replace")
 HEAL = "heal"
 DEFAULT_WEIGHTS: Mapping[str, float] = {
     "kill": 3.0,
@@ -33,7 +37,11 @@ DEFAULT_WEIGHTS: Mapping[str, float] = {
     "split": 2.0,
     "loss": 1.0,
     "delay": 1.0,
+    "replace": 0.0,  # membership changes: off by default (a weight of 0 draws nothing)
 }
+# the default mix plus membership changes (tools.chaos --membership, launcher --membership)
+MEMBERSHIP_WEIGHTS: Mapping[str, float] = {**DEFAULT_WEIGHTS, "replace": 2.0}
+REPLACE_LEADER_P = 0.35  # how often a replace removes the leader
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +144,8 @@ def _draw(
 ) -> tuple[tuple[str, ...], tuple[tuple[str, float], ...]]:
     if kind == "kill_leader":
         return (), ()
+    if kind == "replace":
+        return (), (("leader", 1.0 if rng.random() < REPLACE_LEADER_P else 0.0),)
     if kind == "partition":
         return (rng.choice(ids),), ()
     count = rng.randint(1, budget)
@@ -167,7 +177,7 @@ def max_faulty(schedule: Sequence[FaultAction]) -> int:
 
 def describe(action: FaultAction) -> str:
     """One short line for logs: ``t=3.20 kill n2`` / ``t=5.00 heal pause n1``."""
-    who = ",".join(action.targets) or "(leader)"
+    who = ",".join(action.targets) or ("(old node)" if action.kind == "replace" else "(leader)")
     what = f"heal {action.heals}" if action.is_heal else action.kind
     extra = " ".join(f"{k}={v:g}" for k, v in action.params)
     return f"t={action.at_s:.2f} #{action.fault_id} {what} {who}" + (f" {extra}" if extra else "")

@@ -52,6 +52,7 @@ class NodeProc:
     restart_at: float | None = None  # monotonic time of a pending (re)start
     restart_now: bool = False  # the next death was asked for: restart without backoff
     held: bool = False  # stopped on purpose: not restarted
+    retired: bool = False  # removed from the cluster: its poller ends, it is never restarted
     paused: bool = False
     answered: bool = False  # has answered /status since its latest start
     status: dict[str, Any] | None = None

@@ -7,6 +7,13 @@ threads meanwhile submit unique payloads through the blocking client — and, wh
 serve the key-value API, put/get/compare-and-set a few keys over HTTP — recording every call
 with its call and return time and outcome (ok, failed, or unknown for a timeout).
 
+With ``--membership`` the nemesis also changes the membership ("replace": add a fresh node
+as a learner, promote it once caught up, then remove an old node — sometimes the leader —
+and retire its process; see launcher/chaos.py). Clients follow: a submit worker opens a new
+client session on the current cluster file between calls when the membership changed (its
+old nodes may all be gone by the end), and KV workers pick among the current nodes. The last
+line then ends with ``membership_changes=K`` (committed changes: each replace is three).
+
 At the end: stop the nemesis, heal everything, wait until every node has applied the same
 commit index, read each node's copy of the log, and check
 
@@ -38,6 +45,7 @@ from typing import Any
 
 from launcher.chaos import NemesisRunner
 from launcher.cluster import ClusterSupervisor, SupervisorOptions
+from launcher.nemesis import DEFAULT_WEIGHTS, MEMBERSHIP_WEIGHTS
 from tools.checker import (
     AbsoluteLogModel,
     Model,
@@ -50,6 +58,7 @@ from tools.checker import (
 )
 from tools.localcluster import free_base_port
 from udpraft.client.blocking import Client
+from udpraft.config import load_secret
 from udpraft.errors import Timeout, UdpRaftError
 
 KV_KEYS = 4
@@ -68,22 +77,37 @@ def _post(url: str, body: dict[str, Any], timeout: float) -> dict[str, Any]:
         return out
 
 
+def http_urls(sup: ClusterSupervisor) -> list[str]:
+    return [f"http://{n.http[0]}:{n.http[1]}" for n in sup.config.nodes]
+
+
 class Workers:
-    def __init__(self, cluster_file: Path, http: list[str], rec: Recorder, kv: bool, seed: int):
-        self.cluster_file = cluster_file
-        self.http = http
+    def __init__(self, sup: ClusterSupervisor, rec: Recorder, kv: bool, seed: int):
+        self.sup = sup
+        self.cluster_file = sup.cluster_file
         self.rec = rec
         self.kv = kv
         self.seed = seed
         self.stop = threading.Event()
         self.acked: list[tuple[str, int]] = []
         self._lock = threading.Lock()
+        self.secret = load_secret(sup.cluster_file)
+
+    def client(self) -> tuple[Client, object]:
+        """A client session on the nodes listed now, and what it was made from."""
+        cfg = self.sup.config
+        nodes = {n.id: f"{n.udp[0]}:{n.udp[1]}" for n in cfg.nodes}
+        return Client(nodes, secret=self.secret, cluster_id=cfg.cluster), cfg
 
     def submit_worker(self, wid: int) -> None:
         name = f"w{wid}"
-        with Client.from_cluster_file(str(self.cluster_file)) as c:
+        c, made_from = self.client()
+        try:
             n = 0
             while not self.stop.is_set():
+                if self.sup.config is not made_from:  # nodes were added or retired
+                    c.close()
+                    c, made_from = self.client()
                 n += 1
                 payload = f"{name}-{n}"
                 op = self.rec.invoke(name, "submit", "log", payload)
@@ -99,6 +123,8 @@ class Workers:
                 self.rec.ok(op, r.index)
                 with self._lock:
                     self.acked.append((payload, r.index))
+        finally:
+            c.close()
 
     def kv_worker(self, wid: int) -> None:
         rng = random.Random(f"{self.seed}/kv/{wid}")
@@ -107,7 +133,7 @@ class Workers:
         while not self.stop.is_set():
             n += 1
             key = f"chaos/{rng.randrange(KV_KEYS)}"
-            url = rng.choice(self.http)
+            url = rng.choice(http_urls(self.sup))
             x = rng.random()
             if x < 0.4:
                 value = f"{name}-{n}"
@@ -198,15 +224,15 @@ def run(a: argparse.Namespace) -> int:
         if not sup.wait_ready(60) or sup.wait_leader(30) is None:
             print("chaos: the cluster did not come up", file=sys.stderr)
             return 2
-        http = [f"http://{n.http[0]}:{n.http[1]}" for n in sup.config.nodes]
-        kv = a.kv and kv_available(http[0])
-        wk = Workers(sup.cluster_file, http, rec, kv, a.seed)
+        kv = a.kv and kv_available(http_urls(sup)[0])
+        wk = Workers(sup, rec, kv, a.seed)
         threads = [threading.Thread(target=wk.submit_worker, args=(i,), daemon=True)
                    for i in range(a.workers)]
         if kv:
             threads += [threading.Thread(target=wk.kv_worker, args=(i,), daemon=True)
                         for i in range(a.kv_workers)]
-        nem = NemesisRunner(sup, a.seed, duration_s=a.duration_s)
+        weights = MEMBERSHIP_WEIGHTS if a.membership else DEFAULT_WEIGHTS
+        nem = NemesisRunner(sup, a.seed, duration_s=a.duration_s, weights=weights)
         for t in threads:
             t.start()
         nem.start()
@@ -261,8 +287,13 @@ def run(a: argparse.Namespace) -> int:
         lin_word = {"ok": "true", "illegal": "false"}.get(lin.verdict, "unknown")
         print(f"chaos: faults={nem_count(data_dir)} kv={'on' if kv else 'off'} "
               f"entries={len(ref)} checked_in={lin.elapsed_s:.2f}s data={data_dir}")
+        extra = (f" membership_changes={nem.membership_changes} nodes_now={len(sup.ids)}"
+                 if a.membership else "")
+        if a.membership:
+            print(f"chaos: added {','.join(nem.added) or '-'} retired "
+                  f"{','.join(nem.retired) or '-'}; members now {','.join(sup.ids)}")
         print(f"chaos nodes={a.nodes} seed={a.seed} ops={len(hist)} ok={ok} failed={failed} "
-              f"unknown={unknown} lost={lost} linearizable={lin_word}")
+              f"unknown={unknown} lost={lost} linearizable={lin_word}{extra}")
         return 1 if problems or lost or lin.verdict == "illegal" else 0
     finally:
         sup.stop()
@@ -289,6 +320,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--storage", default="file", choices=["file", "sqlite"])
     ap.add_argument("--data-dir", help="keep the run here (default: a temp dir)")
     ap.add_argument("--check-timeout-s", type=float, default=120.0)
+    ap.add_argument("--membership", action="store_true",
+                    help="the nemesis also replaces nodes: adds a fresh one (learner, then "
+                         "voter), removes an old one (sometimes the leader) and retires it")
     return run(ap.parse_args(argv))
 
 

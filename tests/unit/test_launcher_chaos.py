@@ -124,3 +124,51 @@ def _until(cond: Any, timeout_s: float = 5.0) -> bool:
             return True
         time.sleep(0.01)
     return False
+
+
+class MembershipSupervisor(FakeSupervisor):
+    """Adds n<K+1> and retires nodes like the real supervisor, instantly."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__(n)
+        self.next = n + 1
+        self.retired: list[str] = []
+
+    def add_node(self, **kw: Any) -> dict[str, Any]:
+        nid = f"n{self.next}"
+        self.next += 1
+        self.ids.append(nid)
+        self.calls.append(("add_node", (nid,)))
+        return {"node": nid, "voters": list(self.ids)}
+
+    def retire_node(self, node_id: str, **kw: Any) -> dict[str, Any]:
+        self.ids.remove(node_id)
+        self.retired.append(node_id)
+        self.calls.append(("retire_node", (node_id,)))
+        return {"node": node_id}
+
+
+def test_replace_adds_first_then_retires_and_later_targets_follow() -> None:
+    from launcher.nemesis import MEMBERSHIP_WEIGHTS
+
+    fake = MembershipSupervisor(5)
+    r = NemesisRunner(cast(ClusterSupervisor, fake), 8, 3.0, timing=FAST, settle_s=0.2,
+                      weights=MEMBERSHIP_WEIGHTS)
+    r.start()
+    r.join(10)
+    assert r.done() and r.healthy_at_end
+    adds = [c for c in fake.calls if c[0] == "add_node"]
+    assert adds and len(fake.retired) == len(adds) == len(r.added)
+    assert r.membership_changes == 3 * len(adds)
+    assert len(fake.ids) == 5  # every replace adds one and retires one
+    for i, c in enumerate(fake.calls):  # each retire right after its add
+        if c[0] == "retire_node":
+            assert fake.calls[i - 1][0] == "add_node"
+    # no fault ever named a node that had been retired before it
+    gone: set[str] = set()
+    for what, targets in fake.calls:
+        if what == "retire_node":
+            gone |= set(targets)
+        elif what not in ("add_node", "heal"):
+            assert not set(targets) & gone, (what, targets)
+    assert fake.worst <= 2

@@ -215,3 +215,80 @@ def test_a_second_launcher_on_the_same_dir_is_refused(tmp_path: Path) -> None:
     finally:
         unlock_dir(fd)
     assert children_using(tmp_path) == []
+
+
+# ---------------------------------------------------------------------------- membership
+
+
+def test_plan_follows_a_changed_membership_whatever_nodes_says(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    cfg = layout.plan_cluster(tmp_path, 3, base_port=9001).config
+    cfg = replace(cfg, initial=cfg.initial_voters)
+    n4 = replace(cfg.nodes[0], id="n4", udp=("127.0.0.1", 9004), http=("127.0.0.1", 9104),
+                 data_dir=str(tmp_path / "n4"))
+    grown = replace(cfg, nodes=(*cfg.nodes[1:], n4))  # n1 retired, n4 added
+    layout.write_cluster(tmp_path / layout.CLUSTER_FILE, grown)
+    for asked in (None, 3, 5):
+        plan = layout.plan_cluster(tmp_path, asked)
+        assert plan.config.ids == ["n2", "n3", "n4"]
+        assert plan.config.initial_voters == ("n1", "n2", "n3")
+        assert any("membership" in note for note in plan.notes)
+    assert any("--nodes 5 ignored" in note for note in layout.plan_cluster(tmp_path, 5).notes)
+
+
+def test_new_ids_are_never_reused(tmp_path: Path) -> None:
+    from launcher import members
+
+    cfg = layout.fresh_layout(3, tmp_path, "127.0.0.1", 9001)
+    assert members.next_id(members.used_ids(cfg, None, tmp_path)) == "n4"
+    mem = {"voters": ["n1", "n2", "n3"], "learners": [], "removed": ["n7"], "members": {}}
+    assert members.next_id(members.used_ids(cfg, mem, tmp_path)) == "n8"
+    (tmp_path / "n11").mkdir()  # a retired node's data dir
+    (tmp_path / "n12.log").write_text("")
+    (tmp_path / "notes").mkdir()
+    assert members.next_id(members.used_ids(cfg, mem, tmp_path)) == "n13"
+    assert members.next_id([]) == "n1" and members.next_id(["a", "b"]) == "n1"
+
+
+def test_new_node_ports_follow_the_scheme_and_skip_busy_ones(tmp_path: Path) -> None:
+    from launcher import members
+
+    base = 20_000 + os.getpid() % 5_000
+    cfg = layout.fresh_layout(3, tmp_path, "127.0.0.1", base)
+    assert members.scheme_base(cfg) == base
+    assert members.pick_ports(cfg, "n4") == (("127.0.0.1", base + 3), ("127.0.0.1", base + 103))
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.bind(("127.0.0.1", base + 5))
+        except OSError:
+            pytest.skip("port taken by someone else")
+        udp, http = members.pick_ports(cfg, "n6")
+        assert (udp[1], http[1]) == (base + 6, base + 106)  # n6's slot is busy: the next
+    # a cluster not laid out by the scheme: kernel-chosen free ports
+    from dataclasses import replace
+
+    odd = replace(cfg, nodes=(replace(cfg.nodes[0], http=("127.0.0.1", base + 500)),
+                              *cfg.nodes[1:]))
+    assert members.scheme_base(odd) is None
+    udp, http = members.pick_ports(odd, "n4")
+    assert udp[0] == "127.0.0.1" and udp[1] > 0 and http[1] > 0
+    assert udp not in {n.udp for n in odd.nodes}
+
+
+def test_membership_goals_and_catching_up() -> None:
+    from launcher import members
+
+    mem = {"voters": ["n1", "n2", "n4"], "learners": ["n5"], "removed": ["n3"],
+           "config_committed": True, "commit_index": 1000,
+           "members": {"n5": {"match": 950}, "n4": {"match": 1000}}}
+    assert members.goal_reached("add_learner", "n5", mem)
+    assert members.goal_reached("add_learner", "n4", mem)
+    assert not members.goal_reached("promote", "n5", mem)
+    assert members.goal_reached("promote", "n4", mem)
+    assert members.goal_reached("remove", "n3", mem) and not members.goal_reached("remove", "n1", mem)
+    assert not members.goal_reached("promote", "n4", {**mem, "config_committed": False})
+    assert members.caught_up(mem, "n5", floor=900)
+    assert not members.caught_up(mem, "n5", floor=990)  # not yet past its own addition
+    assert not members.caught_up({**mem, "commit_index": 2000}, "n5", floor=900)
+    assert not members.caught_up(mem, "n9", floor=0)

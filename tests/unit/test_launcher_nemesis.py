@@ -104,7 +104,7 @@ def test_different_seeds_give_different_schedules() -> None:
 def test_a_long_schedule_uses_every_kind_and_multi_node_faults_for_five() -> None:
     actions = schedule(7, 5, 3000.0)
     kinds = {a.kind for a in actions if not a.is_heal}
-    assert kinds == set(KINDS)
+    assert kinds == set(KINDS) - {"replace"}  # membership changes only when asked for
     assert any(len(a.targets) == 2 for a in actions)  # minority of 5 is 2
     assert max_faulty(actions) == 2
 
@@ -166,3 +166,17 @@ def test_the_module_is_pure() -> None:
              and isinstance(n.func, ast.Attribute) and isinstance(n.func.value, ast.Name)
              and n.func.value.id == "random"]
     assert not calls, "the nemesis must use the injected random.Random, never the module's"
+
+
+def test_membership_weights_add_replaces_and_keep_the_rest_of_the_mix() -> None:
+    from launcher.nemesis import MEMBERSHIP_WEIGHTS
+
+    actions = schedule(7, 5, 3000.0, weights=MEMBERSHIP_WEIGHTS)
+    replaces = [a for a in actions if a.kind == "replace"]
+    assert replaces and all(a.targets == () for a in replaces)
+    assert {a.param("leader") for a in replaces} == {0.0, 1.0}  # sometimes the leader
+    assert {a.kind for a in actions if not a.is_heal} == set(KINDS)
+    assert "(old node)" in describe(replaces[0])
+    # a zero weight draws nothing: the default schedules are what they were
+    assert schedule(7, 5, 300.0) == schedule(
+        7, 5, 300.0, weights={k: w for k, w in DEFAULT_WEIGHTS.items() if k != "replace"})

@@ -17,9 +17,14 @@
     transfer  {"target": "n2"}          ask the leader to hand leadership to n2
     submit    {"value": "hello"}        append a value through the client; answers once it
                                         is committed: {"ok": true, "index": 7, "term": 3}
+    add_node  {}                        add a fresh node (never-used id, free ports, its own
+                                        data dir): started, a learner, then a voter once it
+                                        has caught up: {"ok": true, "node": "n6", ...}
+    retire_node {"node": "n2"}          remove n2 from the cluster (leader or not), then
+                                        stop its process for good
 
 Answers: ``{"ok": true, ...}``; a refused request gets 400 (bad body), 409 (cannot now) or
-503 (the cluster did not commit in time) with ``{"ok": false, "error": "..."}``. Network
+503 (the cluster did not commit in time, or a membership change did not complete) with ``{"ok": false, "error": "..."}``. Network
 faults answer 200 with ``"errors"`` naming nodes that did not take the order (one that is
 down, say). Requests must say ``Content-Type: application/json``: a browser on another site
 cannot send that without a CORS preflight, which this server never grants.
@@ -30,14 +35,15 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from aiohttp import web
 
-from udpraft.dashboard.control import ActionError
+from udpraft.dashboard.control import ActionError, ActionFailed, MembershipControl
 
 if TYPE_CHECKING:
     from udpraft.client.aio import AsyncClient
+    from udpraft.config import ClusterConfig
     from udpraft.dashboard.server import Dashboard
 
 SUBMIT_TIMEOUT_S = 5.0
@@ -60,6 +66,7 @@ async def handle(request: web.Request) -> web.Response:
     from udpraft.dashboard.server import DASHBOARD_KEY
 
     dash = request.app[DASHBOARD_KEY]
+    dash.sync_config()  # a node added or retired a moment ago is known here too
     name = request.match_info["action"]
     action = ACTIONS.get(name)
     if action is None:
@@ -76,7 +83,7 @@ async def handle(request: web.Request) -> web.Response:
         return _answer({"ok": False, "error": str(e)}, 400)
     except (ActionError, KeyError) as e:
         return _answer({"ok": False, "error": str(e.args[0] if e.args else e)}, 409)
-    except SubmitFailed as e:
+    except (SubmitFailed, ActionFailed) as e:
         return _answer({"ok": False, "error": str(e)}, 503)
 
 
@@ -188,6 +195,28 @@ async def _submit(dash: Dashboard, body: Body) -> Body:
     return {"value": value, "index": index, "term": term}
 
 
+def _membership(dash: Dashboard) -> MembershipControl:
+    if not callable(getattr(dash.control, "add_node", None)):
+        raise ActionError("this dashboard's control cannot change the membership")
+    return cast("MembershipControl", dash.control)
+
+
+async def _add_node(dash: Dashboard, body: Body) -> Body:
+    out: Body = await _call(_membership(dash).add_node)
+    dash.sync_config()
+    dash.note("member", f"added {out.get('node')} (voters: {', '.join(out.get('voters', []))})",
+              str(out.get("node", "")))
+    return out
+
+
+async def _retire_node(dash: Dashboard, body: Body) -> Body:
+    node = _node(dash, body)
+    out: Body = await _call(_membership(dash).retire_node, node)
+    dash.sync_config()
+    dash.note("member", f"retired {node}", node)
+    return out
+
+
 class SubmitFailed(Exception):
     pass
 
@@ -198,13 +227,16 @@ class Submitter:
     def __init__(self, dash: Dashboard) -> None:
         self.dash = dash
         self._client: AsyncClient | None = None
+        self._config: ClusterConfig | None = None
 
     async def submit(self, data: bytes) -> tuple[int, int]:
         from udpraft.client.aio import AsyncClient
         from udpraft.errors import UdpRaftError
 
+        if self._client is not None and self._config is not self.dash.config:
+            await self.close()  # the membership changed: talk to the nodes there are now
         if self._client is None:
-            cfg = self.dash.config
+            cfg = self._config = self.dash.config
             secret = await _call(self.dash.control.secret)
             nodes = {n.id: f"{n.udp[0]}:{n.udp[1]}" for n in cfg.nodes}
             self._client = AsyncClient(nodes, secret=secret, cluster_id=cfg.cluster)
@@ -232,4 +264,6 @@ ACTIONS: dict[str, Action] = {
     "heal": _heal,
     "transfer": _transfer,
     "submit": _submit,
+    "add_node": _add_node,
+    "retire_node": _retire_node,
 }

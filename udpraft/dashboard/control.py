@@ -18,7 +18,8 @@ from typing import Any, Protocol
 
 from udpraft.config import ClusterConfig
 
-__all__ = ["ActionError", "Control", "LauncherNode", "TimelineItem"]
+__all__ = ["ActionError", "ActionFailed", "Control", "LauncherNode", "MembershipControl",
+           "TimelineItem"]
 
 # One node as the launcher sees it: {"id", "pid", "state" (up | starting | stale | paused |
 # down | held), "restarts", "cpu_pct", "rss_bytes", "last_fault"}.
@@ -29,6 +30,11 @@ TimelineItem = dict[str, Any]
 
 class ActionError(Exception):
     """A control request that cannot be carried out (bad node id, no leader, ...)."""
+
+
+class ActionFailed(Exception):
+    """A control request that was tried and did not complete (a membership change the
+    cluster did not commit in time, ...)."""
 
 
 class Control(Protocol):
@@ -81,5 +87,19 @@ class Control(Protocol):
 
     def transfer(self, target: str) -> str:
         """Ask the leader to hand over to ``target``; returns the leader asked."""
+        ...
+
+
+class MembershipControl(Protocol):
+    """What a ``Control`` may also do (the launcher's does): change the membership. The API
+    answers 409 to add_node/retire_node when the control has no such methods."""
+
+    def add_node(self) -> dict[str, Any]:
+        """Add a fresh node (new id, ports, data dir; learner, then voter once caught up);
+        returns {"node", "udp", "http", "voters", ...}. May take a while."""
+        ...
+
+    def retire_node(self, node: str) -> dict[str, Any]:
+        """Remove ``node`` from the cluster, then stop its process for good."""
         ...
 

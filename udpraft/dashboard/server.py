@@ -79,6 +79,7 @@ class Dashboard:
         self.app = self._make_app()
         self._session: aiohttp.ClientSession | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._polls: dict[str, asyncio.Task[None]] = {}
         self._runner: web.AppRunner | None = None
         self.submitter = api.Submitter(self)
         self.port = 0
@@ -114,17 +115,42 @@ class Dashboard:
         self._session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit_per_host=2, force_close=False),
             timeout=aiohttp.ClientTimeout(total=self.status_timeout_s))
-        self._tasks = [asyncio.create_task(self._poll_node(nid)) for nid in self.ids]
-        self._tasks.append(asyncio.create_task(self._push()))
+        self._polls = {nid: asyncio.create_task(self._poll_node(nid)) for nid in self.ids}
+        self._tasks = [asyncio.create_task(self._push())]
+
+    def sync_config(self) -> None:
+        """Follow the launcher's cluster: a node added since gets a track and a poll task, a
+        retired one loses both. Cheap when nothing changed; call it on the loop."""
+        cfg = self.control.config
+        if cfg is self.config:
+            return
+        if [(n.id, n.http) for n in cfg.nodes] != [(n.id, n.http) for n in self.config.nodes]:
+            old = set(self.ids)
+            self.ids = cfg.ids
+            for nid in old - set(self.ids):
+                task = self._polls.pop(nid, None)
+                if task is not None:
+                    task.cancel()
+                self.tracks.pop(nid, None)
+            for nid in self.ids:
+                if nid not in self.tracks:
+                    self.tracks[nid] = NodeTrack(nid)
+            self.config = cfg
+            if self._session is not None:
+                for nid in self.ids:
+                    if nid not in self._polls:
+                        self._polls[nid] = asyncio.create_task(self._poll_node(nid))
+        self.config = cfg
 
     async def stop(self) -> None:
         self.hub.close_all()
-        for t in self._tasks:
+        tasks = [*self._tasks, *self._polls.values()]
+        for t in tasks:
             t.cancel()
-        for t in self._tasks:
+        for t in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
-        self._tasks = []
+        self._tasks, self._polls = [], {}
         await self.submitter.close()
         if self._session is not None:
             await self._session.close()
@@ -167,6 +193,7 @@ class Dashboard:
             await asyncio.sleep(max(0.02, interval - (loop.time() - began)))
 
     async def refresh_launcher(self) -> None:
+        self.sync_config()
         loop = asyncio.get_running_loop()
         nodes, events = await loop.run_in_executor(None, self._read_launcher)
         self.launcher_nodes = nodes

@@ -13,11 +13,12 @@ const ROLES = {
 const KIND_ICON = {
   election: "◆", elected: "★", fault: "⚡", heal: "✚", died: "✕", started: "▶",
   restarted: "↻", up: "▲", leader: "★", submit: "✎", transfer: "⇄", warn: "!", info: "·",
+  member: "⊕",
 };
 
 let frozen = false;
 let latest = null;
-let built = false;
+let built = null; // the node ids the page was built for, joined by ","
 const drawn = { log: "", links: "", timeline: "", topo: "" };
 
 function esc(s) {
@@ -106,7 +107,13 @@ function build(s) {
   const ids = s.nodes.map((n) => n.id);
   const box = $("#nodes");
   const tpl = $("#node-tpl");
+  // A node added to (or retired from) the running cluster: cards of nodes still there stay
+  // as they are; gone ones leave; new ones are appended; the pickers are refilled.
+  for (const card of [...box.querySelectorAll(".node[data-node]")]) {
+    if (!ids.includes(card.dataset.node)) card.remove();
+  }
   for (const id of ids) {
+    if (box.querySelector(`.node[data-node="${CSS.escape(id)}"]`)) continue;
     const card = tpl.content.firstElementChild.cloneNode(true);
     card.dataset.node = id;
     card.setAttribute("aria-label", `node ${id}`);
@@ -120,6 +127,9 @@ function build(s) {
   const from = $("#link-from");
   const to = $("#link-to");
   const split = $("#split-nodes");
+  from.replaceChildren();
+  for (const o of [...to.options]) if (o.value) o.remove();
+  split.replaceChildren();
   ids.forEach((id, i) => {
     from.add(new Option(id, id, i === 0, i === 0));
     to.add(new Option(id, id, i === 1, i === 1));
@@ -127,13 +137,13 @@ function build(s) {
       `<label class="check"><input type="checkbox" id="split-${esc(id)}" value="${esc(id)}"> ${esc(id)}</label>`);
   });
   $("#cluster-id").textContent = `cluster ${s.cluster}`;
-  built = true;
+  built = ids.join(",");
 }
 
 // ------------------------------------------------------------------ rendering
 
 function render(s) {
-  if (!built) build(s);
+  if (built !== s.nodes.map((n) => n.id).join(",")) build(s);
   if ($("#summary").textContent !== s.summary) $("#summary").textContent = s.summary;
   s.nodes.forEach((n) => renderNode(n, s));
   renderLog(s);
