@@ -19,6 +19,11 @@ only the running cluster knows is settled at play time:
   first), so it stays at least what the cluster started with. A node whose addition did not
   complete is retired again, so the end state is clean. Schedule targets that were retired
   meanwhile are mapped onto current nodes (runtime_rng), keeping the minority bound.
+- ``wipe``: SIGKILL a node (the leader, or a random other answering node) and delete its
+  data dir (``ClusterSupervisor.wipe``); the supervisor replaces it — a fresh node added,
+  the old id removed — and the heal waits (``WIPE_HEAL_S``) until the fresh node answers
+  and the old one is gone. The same goes for a killed node the supervisor chose to replace
+  (``--storage memory``: every restart is one).
 
 After the last heal (the schedule keeps ``Timing.tail_s`` quiet at the end) the runner heals
 everything once more and checks the cluster converges: every node answers and one leader
@@ -47,6 +52,7 @@ from launcher.nemesis import (
 CHUNK_S = 300.0  # a run without an end draws its schedule this many seconds at a time
 SETTLE_S = 5.0  # longest wait for the cluster to be ready for the next fault / for a heal
 REPLACE_CATCH_UP_S = 30.0  # how long a replace waits for its new node to catch up
+WIPE_HEAL_S = 60.0  # how long a wipe's heal waits for the supervisor's replacement
 
 
 class NemesisRunner:
@@ -157,6 +163,8 @@ class NemesisRunner:
         wanted = self._current(action.targets)
         if action.kind == "kill_leader":
             wanted = {self._leader_or_any()}
+        elif action.kind == "wipe":
+            wanted = {self._wipe_victim(action)}
         if not self._wait(lambda: len(sup.faulty() | wanted) <= budget, self.settle_s):
             self.skipped += 1
             sup.events.emit("warn", f"nemesis: skipped {describe(action)}: already faulty "
@@ -171,6 +179,10 @@ class NemesisRunner:
                 d["leader"] = targets[0] == sup.leader()
             for nid in targets:
                 sup.kill(nid, kind=kind, **d)
+        elif kind == "wipe":
+            targets = [self._wipe_victim(action)]  # the leader may have moved
+            d["leader"] = targets[0] == sup.leader()
+            sup.wipe(targets[0], **d)
         elif kind == "pause":
             for nid in targets:
                 sup.pause(nid, **d)
@@ -238,16 +250,46 @@ class NemesisRunner:
                               self.settle_s)
             sup.events.fault("heal", targets, heals=kind, back=back, **d)
             return
-        if kind in ("kill", "kill_leader"):
+        if kind in ("kill", "kill_leader", "wipe"):
             for nid in targets:
-                sup.start_node(nid)  # skip what is left of its restart backoff
-            back = self._wait(lambda: all(sup.answering(n) for n in targets), self.settle_s)
+                if nid in sup.ids:
+                    sup.start_node(nid)  # skip what is left of its restart backoff
+            wait_s = WIPE_HEAL_S if kind == "wipe" else self.settle_s
+            back = self._wait(lambda: all(self._back(n) for n in targets), wait_s)
+            new = {n: sup.replacement_of(n) for n in targets}
+            replaced = {n: r for n, r in new.items() if r and n not in sup.ids}
+            for old, r in replaced.items():
+                if r not in self.added:
+                    self.added.append(r)
+                    self.retired.append(old)
+                    self.membership_changes += 3
+            more = {"replaced_by": replaced} if replaced else {}
             sup.events.fault("heal", targets, heals=kind, back=back,
-                             pids=[sup.pids()[n] for n in targets], **d)
+                             pids=[sup.pids().get(replaced.get(n, n), 0) for n in targets],
+                             **more, **d)
         elif kind in ("partition", "split"):
             sup.heal(None, heals=kind, **d)  # both sides of the cut
         else:
             sup.heal(targets, heals=kind, **d)
+
+    def _back(self, nid: str) -> bool:
+        """The node answers again — or, if the supervisor replaced it (it lost its data),
+        it is gone and its replacement answers."""
+        sup = self.sup
+        if nid in sup.ids and not sup.is_wiped(nid):
+            return sup.answering(nid)
+        new = sup.replacement_of(nid)
+        return nid not in sup.ids and new is not None and new in sup.ids and sup.answering(new)
+
+    def _wipe_victim(self, action: FaultAction) -> str:
+        """The leader when the action says so, else a random answering other node."""
+        sup = self.sup
+        if action.param("leader") >= 0.5:
+            return self._leader_or_any()
+        leader = sup.leader()
+        others = [n for n in sup.ids if n != leader and sup.answering(n)]
+        return self.runtime_rng.choice(others or [n for n in sup.ids if n != leader]
+                                       or sup.ids)
 
     def _wait(self, cond: Callable[[], bool], timeout_s: float) -> bool:
         """Poll ``cond`` until true or ``timeout_s``; a stopped runner stops waiting."""

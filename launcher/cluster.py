@@ -20,6 +20,13 @@ spawned and supervised like the others, added as a learner, and promoted once it
 up. A retired node is removed through the cluster first; once that is committed its process
 is stopped for good and it leaves both files (its data dir stays, never started again).
 
+A node that lost its data (a wiped data dir; with ``--storage memory``, any node that had
+answered and died) is never restarted under its id: it could vote without what it
+acknowledged. The check (wiped.py: the launcher's marker in its data dir) runs when it dies,
+when it is due to start, at start-up and under a running node; a wiped node is held for good
+and replaced from a thread of its own (``add_node``, then ``retire_node`` of the old id,
+each retried with backoff until ``replace_timeout_s``). ``wipe`` does it on purpose.
+
 Faults go through the same object (``kill``, ``pause``/``resume``, ``partition``,
 ``degrade``, ``heal``) and are recorded in ``DIR/faults.jsonl``. ``stop()`` ends it all:
 SIGCONT (a stopped process would sit on SIGTERM), SIGTERM, wait up to ``stop_grace_s``,
@@ -32,6 +39,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import threading
@@ -41,7 +49,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, NoReturn
 
-from launcher import layout, members, nodeapi
+from launcher import layout, members, nodeapi, wiped
 from launcher.events import EventLog
 from launcher.faults import FaultOps
 from launcher.procs import (
@@ -72,6 +80,9 @@ SLOW_START_WARN_S = 20.0  # say which nodes keep cluster.json from being written
 LOCK_FILE = ".launcher.lock"
 BUSY_RETRIES = 3  # a busy port is checked again this many times, BUSY_RETRY_S apart
 BUSY_RETRY_S = 0.3
+REPLACE_RETRY_S = 0.5  # a wiped node's replacement is retried after this, doubling ...
+REPLACE_RETRY_MAX_S = 5.0  # ... up to this, until SupervisorOptions.replace_timeout_s
+WIPE_WAIT_S = 2.0  # how long wipe() waits for the killed process before deleting its dir
 
 
 @dataclass(slots=True)
@@ -103,6 +114,10 @@ class ClusterSupervisor(FaultOps):
         self._lock_fd: int | None = None
         self._started_mono = time.monotonic()
         self._member_lock = threading.Lock()  # one add_node / retire_node at a time
+        self._replacements: dict[str, str] = {}  # wiped node -> the fresh node replacing it
+        if plan.reused:  # a node an earlier launcher started here had state to lose
+            for n in self._nodes.values():
+                n.ran = (self.data_dir / f"{n.addr.id}.log").exists()
 
     # ================================================================ lifecycle
 
@@ -148,7 +163,7 @@ class ClusterSupervisor(FaultOps):
             self.events.emit("info", note)
         with self._lock:
             for n in self._nodes.values():
-                self._spawn(n)
+                self._start_or_replace(n)
         threads = [threading.Thread(target=self._monitor, name="launcher-monitor", daemon=True)]
         threads += [
             threading.Thread(target=self._poll, args=(n,), name=f"launcher-poll-{n.addr.id}",
@@ -222,9 +237,29 @@ class ClusterSupervisor(FaultOps):
 
     # ================================================================ processes
 
+    def _start_or_replace(self, n: NodeProc) -> None:
+        """Start the node, unless it lost the data it acknowledged: then replace it."""
+        reason = self._wiped_reason(n)
+        if reason:
+            self._begin_replace(n, reason)
+        else:
+            self._spawn(n)
+
+    def _wiped_reason(self, n: NodeProc) -> str:
+        return wiped.wiped_reason(n.addr.data_dir, self.opts.storage, ran_before=n.ran,
+                                  marked=n.marked, answered_before=n.ever_answered)
+
     def _spawn(self, n: NodeProc) -> None:
         nid = n.addr.id
         data_dir = Path(n.addr.data_dir).resolve()
+        if self.opts.storage != "memory" and not n.marked:
+            try:  # the dir is fine (checked by the caller): from now on its marker vouches
+                wiped.write_marker(data_dir, nid, self.config.cluster)
+                n.marked = True
+            except OSError as e:
+                self.events.emit("warn", f"cannot mark {data_dir} ({e}); a wipe of it is "
+                                 "noticed only by its missing log files", nid)
+        n.ran = True
         cmd = [
             self.opts.python, "-m", "udpraft.node", "--id", nid,
             "--cluster-config", str(self.boot_file.resolve()),
@@ -268,6 +303,12 @@ class ClusterSupervisor(FaultOps):
         if n.held:
             self.events.emit("died", f"{nid} (pid {pid}) stopped: {how}", nid)
             return
+        reason = self._wiped_reason(n)
+        if reason:
+            self.events.emit("died", f"{nid} (pid {pid}) died: {how} after {uptime:.1f}s; "
+                             "not restarted", nid)
+            self._begin_replace(n, reason)
+            return
         if n.restart_now:
             delay, n.restart_now = 0.0, False
         else:
@@ -300,19 +341,22 @@ class ClusterSupervisor(FaultOps):
                 self._stop.wait(1.0)
 
     def _supervise(self, now: float) -> None:
-        for n in self._nodes.values():
+        for n in list(self._nodes.values()):
             if n.proc is not None:
                 self._reap(n, now)
+                if n.proc is not None and n.marked and not wiped.has_marker(n.addr.data_dir):
+                    self._wiped_while_running(n)
             elif n.restart_at is not None and now >= n.restart_at and not n.held:
                 try:
-                    self._spawn(n)
+                    self._start_or_replace(n)
                 except OSError as e:
                     n.restart_at = now + self.opts.backoff_s_max
                     self.events.emit("warn", f"cannot start {n.addr.id}: {e}", n.addr.id)
-        if not self._t.published and all(n.answered for n in self._nodes.values()):
+        live = [n for n in self._nodes.values() if not n.wiped]
+        if not self._t.published and live and all(n.answered for n in live):
             self._write_cluster_file()
             self._t.published = True  # only now: wait_ready() promises the file exists
-            self.events.emit("info", f"all {len(self._nodes)} nodes answer; wrote "
+            self.events.emit("info", f"all {len(live)} nodes answer; wrote "
                              f"{self.cluster_file}")
         self._warn_slow_start(now)
         self._track_leader(now)
@@ -321,7 +365,7 @@ class ClusterSupervisor(FaultOps):
         if self._t.published or self._t.warned_slow or now - self._started_mono < SLOW_START_WARN_S:
             return
         self._t.warned_slow = True
-        quiet = [n.addr.id for n in self._nodes.values() if not n.answered]
+        quiet = [n.addr.id for n in self._nodes.values() if not n.answered and not n.wiped]
         logs = ", ".join(str(self.data_dir / f"{nid}.log") for nid in quiet)
         self.events.emit("warn", f"still waiting for {', '.join(quiet)} to answer before "
                          f"writing cluster.json; see {logs}")
@@ -334,7 +378,7 @@ class ClusterSupervisor(FaultOps):
                 if st is not None and st.get("pid") == n.pid and n.proc is not None:
                     n.status, n.status_mono = st, time.monotonic()
                     if not n.answered:
-                        n.answered = True
+                        n.answered = n.ever_answered = True
                         self.events.emit("up", f"{n.addr.id} answers (pid {n.pid}, "
                                          f"{st.get('role')}, term {st.get('term')})", n.addr.id)
             self._stop.wait(self.opts.poll_interval_s)
@@ -395,14 +439,17 @@ class ClusterSupervisor(FaultOps):
                 addrs.insert(0, self._nodes[leader].addr.http)
         return addrs
 
-    def add_node(self, catch_up_s: float = 60.0, timeout_s: float = 30.0) -> dict[str, Any]:
+    def add_node(self, catch_up_s: float = 60.0, timeout_s: float = 30.0, replacing: str = "",
+                 laid_out: list[str] | None = None) -> dict[str, Any]:
         """Add a fresh node to the running cluster: lay it out (new id, free ports, data
         dir), list it in the cluster files, start and supervise it, add it as a learner,
         wait until it has caught up, promote it. Returns {"node", "udp", "http", "voters",
         "learners"}. Raises members.Busy (another change under way), members.Refused, or
-        members.MemberError (the node then stays listed if the cluster may have taken it)."""
+        members.MemberError (the node then stays listed if the cluster may have taken it).
+        ``replacing``: the wiped node it stands in for (named in the events); ``laid_out``
+        gets the new id as soon as it is picked."""
         with self._member_change():
-            return self._add_node(catch_up_s, timeout_s)
+            return self._add_node(catch_up_s, timeout_s, replacing, laid_out)
 
     def retire_node(self, node_id: str, timeout_s: float = 30.0) -> dict[str, Any]:
         """Remove ``node_id`` from the cluster (it may be the leader); once that is committed,
@@ -452,7 +499,8 @@ class ClusterSupervisor(FaultOps):
         finally:
             self._member_lock.release()
 
-    def _add_node(self, catch_up_s: float, timeout_s: float) -> dict[str, Any]:
+    def _add_node(self, catch_up_s: float, timeout_s: float, replacing: str = "",
+                  laid_out: list[str] | None = None) -> dict[str, Any]:
         if not self._t.published or self._t.stopping:
             raise members.MemberError("the cluster is not up yet (cluster.json not written)")
         view = members.leader_view(self.http_addrs())
@@ -462,7 +510,17 @@ class ClusterSupervisor(FaultOps):
         if not view.get("config_committed", True):
             raise members.Busy("a membership change is still being committed; try again")
         with self._lock:
+            if self._t.stopping:  # stop() collects the processes under this lock
+                raise members.MemberError("the launcher is stopping")
             nid = members.next_id(members.used_ids(self.config, view, self.data_dir))
+            if replacing:
+                self._replacements[replacing] = nid
+                what = (" lost its in-memory log" if self.opts.storage == "memory"
+                        else "'s data dir is gone")
+                self.events.emit("warn", f"{replacing}{what}: replacing it with {nid}",
+                                 replacing)
+            if laid_out is not None:
+                laid_out.append(nid)
             udp, http = members.pick_ports(self.config, nid)
             addr = NodeAddr(nid, udp, http, 0, os.path.join(os.fspath(self.data_dir), nid))
             # initial_voters stay as they are: the new node is not one, so it starts empty
@@ -512,6 +570,113 @@ class ClusterSupervisor(FaultOps):
                          f"{', '.join(mem.get('voters') or [])})", nid)
         return {"node": nid, "udp": udp_s, "http": http_s, "data_dir": addr.data_dir,
                 "voters": mem.get("voters", []), "learners": mem.get("learners", [])}
+
+    # ================================================================ wiped nodes
+
+    def wipe(self, node_id: str, **details: Any) -> int:
+        """A lost disk: SIGKILL the node, wait for it, delete its data dir. The supervisor
+        then replaces it (fresh id: learner, voter; the old id removed) instead of
+        restarting it. Returns the pid killed (0 if it was not running). Recorded in
+        faults.jsonl as ``wipe``. KeyError for an unknown node."""
+        with self._lock:  # the monitor cannot restart it between the kill and the delete
+            n = self._node(node_id)
+            if n.wiped:
+                raise members.Refused(f"{node_id} is already being replaced")
+            proc, pid = n.proc, (n.pid if n.proc is not None else 0)
+            if proc is not None:
+                send_signal(pid, signal.SIGKILL)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(timeout=WIPE_WAIT_S)
+            shutil.rmtree(n.addr.data_dir, ignore_errors=True)
+            n.last_fault = "wipe"
+            n.ran = True  # it ran here, whatever this run saw of it
+            if n.proc is not None:
+                self._reap(n, time.monotonic())  # dead: replaced rather than restarted
+            if n.proc is None and not n.wiped:
+                self._begin_replace(n, self._wiped_reason(n) or f"{n.addr.data_dir} wiped")
+        self.events.fault("wipe", [node_id], pid=pid, data_dir=n.addr.data_dir, **details)
+        return pid
+
+    def replacement_of(self, node_id: str) -> str | None:
+        """The fresh node that stands (or is about to stand) in for a wiped one."""
+        with self._lock:
+            return self._replacements.get(node_id)
+
+    def is_wiped(self, node_id: str) -> bool:
+        """Listed, and lost its data: it is being replaced and never starts again."""
+        with self._lock:
+            n = self._nodes.get(node_id)
+            return n is not None and bool(n.wiped)
+
+    def _wiped_while_running(self, n: NodeProc) -> None:
+        """Its marker vanished under a running node: its files are gone (or re-created
+        empty), so what it acknowledged no longer survives its next crash. End it now."""
+        nid = n.addr.id
+        self.events.emit("warn", f"{nid}'s data dir {n.addr.data_dir} was deleted while it "
+                         f"ran: killing it (pid {n.pid})", nid)
+        send_signal(n.pid, signal.SIGKILL)
+        self._begin_replace(n, f"its data dir {n.addr.data_dir} was deleted while it ran")
+
+    def _begin_replace(self, n: NodeProc, reason: str) -> None:
+        """Hold the node for good and replace it from a thread of its own (lock held)."""
+        nid = n.addr.id
+        first = not n.wiped
+        n.wiped, n.held, n.restart_at, n.last_fault = reason, True, None, "wiped"
+        if not first or self._t.stopping:
+            return
+        self.events.emit("warn", f"{nid} lost what it acknowledged ({reason}): it is never "
+                         "restarted under its id (it could vote without it); replacing it "
+                         "with a fresh node", nid)
+        threading.Thread(target=self._replace_wiped, args=(nid,), daemon=True,
+                         name=f"launcher-replace-{nid}").start()
+
+    def _replace_wiped(self, old: str) -> None:
+        """Add a fresh node (learner, caught up, voter), then remove ``old``: the voter
+        count never drops. Each step is retried with backoff (another change under way, no
+        leader yet, a removal refused) until ``replace_timeout_s``; then ``old`` stays down,
+        never restarted, and the event says how to finish by hand."""
+        deadline = time.monotonic() + self.opts.replace_timeout_s
+        delay, new, last = REPLACE_RETRY_S, "", ""
+        while not self._stop.is_set():
+            if old not in self.ids:
+                return  # retired by someone else meanwhile
+            step = "retire" if new else "add"
+            try:
+                if not new:
+                    laid: list[str] = []
+                    try:
+                        out = self.add_node(catch_up_s=self.opts.replace_catch_up_s,
+                                            timeout_s=30.0, replacing=old, laid_out=laid)
+                    except members.MemberError:
+                        self._drop_stray(laid)
+                        raise
+                    new = str(out["node"])
+                self.retire_node(old, timeout_s=30.0)
+                self.events.emit("member", f"{old} replaced by {new}", new)
+                return
+            except KeyError:
+                return
+            except members.MemberError as e:
+                last = f"{step}: {e}"
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            self._stop.wait(min(delay, left))
+            delay = min(delay * 2, REPLACE_RETRY_MAX_S)
+        if not self._stop.is_set():
+            self.events.emit(
+                "warn", f"gave up replacing {old} after {self.opts.replace_timeout_s:.0f}s "
+                f"({last}); it stays down and is never restarted under its id: finish by hand "
+                f"with `launcher ctl add-node` (if no fresh node joined) and `retire-node {old}`",
+                old)
+
+    def _drop_stray(self, laid: list[str]) -> None:
+        """A node laid out by a failed add may linger as a learner: retire it, so the next
+        attempt starts clean (best effort; a later attempt retries)."""
+        for nid in laid:
+            if nid in self.ids:
+                with contextlib.suppress(members.MemberError, KeyError):
+                    self.retire_node(nid, timeout_s=20.0)
 
     def _forget(self, node_id: str) -> None:
         """Stop the node's process for good and drop it from the supervisor and the files."""
@@ -663,7 +828,12 @@ class DashboardControl:
             _refuse(f"{node} is not running")
 
     def restart(self, node: str) -> None:
+        self._not_wiped(node)
         self.sup.restart(node)
+
+    def _not_wiped(self, node: str) -> None:
+        if self.sup.is_wiped(node):
+            _refuse(f"{node} lost its data and is being replaced; it never starts again")
 
     def stop_node(self, node: str) -> None:
         self.sup.stop_node(node)
@@ -671,6 +841,7 @@ class DashboardControl:
                              node)
 
     def start_node(self, node: str) -> None:
+        self._not_wiped(node)
         self.sup.start_node(node)
         self.sup.events.emit("info", f"start of {node} requested", node)
 
@@ -709,6 +880,14 @@ class DashboardControl:
             _refuse(str(e))
         except members.MemberError as e:
             _fail(str(e))
+
+    def wipe(self, node: str) -> dict[str, Any]:
+        data_dir = self.sup.config.node(node).data_dir
+        try:
+            pid = self.sup.wipe(node, via="dashboard")
+        except members.Refused as e:
+            _refuse(str(e))
+        return {"pid": pid, "data_dir": data_dir, "replacing": "a fresh node (see the events)"}
 
     def transfer(self, target: str) -> str:
         leader = self.sup.leader()

@@ -17,6 +17,8 @@
                                 launcher, a learner, then a voter once caught up (ditto)
     retire-node ID              remove ID from the cluster (the leader too), then the
                                 launcher stops its process for good (ditto)
+    wipe ID                     a lost disk: SIGKILL ID and delete its data dir; the
+                                launcher replaces it with a fresh node (ditto)
     members                     the membership as the leader sees it (GET /members)
 
 How this works: most commands need no channel to the launcher. Everything the launcher
@@ -81,6 +83,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     sub.add_parser("submit").add_argument("value")
     sub.add_parser("add-node")
     sub.add_parser("retire-node").add_argument("node")
+    sub.add_parser("wipe").add_argument("node")
     sub.add_parser("members")
     return ap.parse_args(argv)
 
@@ -165,6 +168,8 @@ def _run(a: argparse.Namespace, cfg: ClusterConfig, events: EventLog) -> int:
     if a.cmd == "retire-node":
         return _dashboard(cfg, "retire_node", {"node": cfg.node(a.node).id},
                           timeout_s=MEMBER_TIMEOUT_S)
+    if a.cmd == "wipe":
+        return _dashboard(cfg, "wipe", {"node": cfg.node(a.node).id}, timeout_s=15.0)
     if a.cmd == "members":
         mem = leader_view([n.http for n in cfg.nodes])
         if mem is None:

@@ -73,6 +73,8 @@ class FaultOps:
         """Restart the node now: SIGTERM if it runs (no backoff), else start it at once."""
         with self._lock:
             n = self._node(node_id)
+            if n.wiped:  # lost its data: it is being replaced, never started again
+                return
             n.held = False
             if n.proc is not None:
                 n.restart_now = True
@@ -94,6 +96,8 @@ class FaultOps:
     def start_node(self, node_id: str) -> None:
         with self._lock:
             n = self._node(node_id)
+            if n.wiped:  # lost its data: it is being replaced, never started again
+                return
             n.held = False
             if n.proc is None:
                 n.restart_at = time.monotonic()

@@ -12,7 +12,10 @@ a quiet stretch in which the cluster must converge (the liveness phase).
 it then; it counts as one faulty node. ``replace`` (a membership change, off unless given a
 weight: ``MEMBERSHIP_WEIGHTS``) names no node either: the runner adds a fresh node (learner,
 then voter) and removes an old one — the leader when its ``leader`` parameter is 1 — whose
-process is then retired; its heal does nothing. Targets of later episodes are node ids of
+process is then retired; its heal does nothing. ``wipe`` (also off unless weighted) is a
+lost disk: the runner SIGKILLs a node — the leader when ``leader`` is 1, else a follower —
+and deletes its data dir; the supervisor replaces it (a fresh id, the old one removed), and
+the heal waits for that. Targets of later episodes are node ids of
 the cluster as it started; the runner maps those that were retired onto current nodes. A killed node's ``heal`` means "be back": the
 supervisor restarts it, and the runner waits until it answers before the next episode.
 
@@ -27,7 +30,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-KINDS = ("kill", "kill_leader", "pause", "partition", "split", "loss", "delay", "replace")
+KINDS = ("kill", "kill_leader", "pause", "partition", "split", "loss", "delay", "replace",
+         "wipe")
 HEAL = "heal"
 DEFAULT_WEIGHTS: Mapping[str, float] = {
     "kill": 3.0,
@@ -38,10 +42,12 @@ DEFAULT_WEIGHTS: Mapping[str, float] = {
     "loss": 1.0,
     "delay": 1.0,
     "replace": 0.0,  # membership changes: off by default (a weight of 0 draws nothing)
+    "wipe": 0.0,  # a lost disk, which the supervisor answers with a replacement: ditto
 }
 # the default mix plus membership changes (tools.chaos --membership, launcher --membership)
-MEMBERSHIP_WEIGHTS: Mapping[str, float] = {**DEFAULT_WEIGHTS, "replace": 2.0}
+MEMBERSHIP_WEIGHTS: Mapping[str, float] = {**DEFAULT_WEIGHTS, "replace": 2.0, "wipe": 1.5}
 REPLACE_LEADER_P = 0.35  # how often a replace removes the leader
+WIPE_LEADER_P = 0.35  # how often a wipe hits the leader
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +152,8 @@ def _draw(
         return (), ()
     if kind == "replace":
         return (), (("leader", 1.0 if rng.random() < REPLACE_LEADER_P else 0.0),)
+    if kind == "wipe":
+        return (), (("leader", 1.0 if rng.random() < WIPE_LEADER_P else 0.0),)
     if kind == "partition":
         return (rng.choice(ids),), ()
     count = rng.randint(1, budget)
@@ -177,7 +185,10 @@ def max_faulty(schedule: Sequence[FaultAction]) -> int:
 
 def describe(action: FaultAction) -> str:
     """One short line for logs: ``t=3.20 kill n2`` / ``t=5.00 heal pause n1``."""
-    who = ",".join(action.targets) or ("(old node)" if action.kind == "replace" else "(leader)")
+    who = ",".join(action.targets) or (
+        "(old node)" if action.kind == "replace"
+        else "(a follower)" if action.kind == "wipe" and action.param("leader") < 0.5
+        else "(leader)")
     what = f"heal {action.heals}" if action.is_heal else action.kind
     extra = " ".join(f"{k}={v:g}" for k, v in action.params)
     return f"t={action.at_s:.2f} #{action.fault_id} {what} {who}" + (f" {extra}" if extra else "")

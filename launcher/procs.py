@@ -37,6 +37,8 @@ class SupervisorOptions:
     backoff_s_max: float = 5.0
     stable_s: float = 30.0
     stop_grace_s: float = 5.0
+    replace_timeout_s: float = 180.0  # how long a wiped node's replacement is retried
+    replace_catch_up_s: float = 60.0  # how long its fresh node may take to catch up
 
 
 @dataclass(slots=True)
@@ -58,6 +60,10 @@ class NodeProc:
     status: dict[str, Any] | None = None
     status_mono: float = 0.0
     last_fault: str = ""
+    ran: bool = False  # the launcher started it before (this run, or an earlier one here)
+    marked: bool = False  # its data dir holds the launcher's marker (wiped.py) this run
+    ever_answered: bool = False  # answered /status at some point of this run
+    wiped: str = ""  # why it lost its data: never restarted, being replaced (cluster.py)
     ps: Any = None  # psutil.Process of the current pid, kept for CPU % deltas
     cpu_pct: float = 0.0
     rss_bytes: int = 0

@@ -1,6 +1,7 @@
 """A short checked chaos run whose nemesis also changes the membership (``--membership``):
 fresh nodes added (learner, then voter) and old ones — the leader among them — removed and
-retired, while clients run; the history must still be linearizable with nothing lost."""
+retired, and a node's data dir wiped (the supervisor replaces it), while clients run; the
+history must still be linearizable with nothing lost."""
 
 from __future__ import annotations
 
@@ -15,9 +16,10 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
-# seed 22 on 5 nodes over 20 s draws two replaces, the first of the leader (launcher.nemesis)
+# seed 24 on 5 nodes over 20 s draws two replaces, the first of the leader, and a wipe of
+# the leader between them (launcher.nemesis)
 LINE = re.compile(
-    r"^chaos nodes=5 seed=22 ops=(\d+) ok=(\d+) failed=(\d+) unknown=(\d+) lost=(\d+) "
+    r"^chaos nodes=5 seed=24 ops=(\d+) ok=(\d+) failed=(\d+) unknown=(\d+) lost=(\d+) "
     r"linearizable=(true|false|unknown) membership_changes=(\d+) nodes_now=(\d+)$"
 )
 
@@ -26,7 +28,7 @@ def test_chaos_with_membership_changes_is_linearizable_and_loses_nothing(tmp_pat
     run = tmp_path / "run"
     p = subprocess.run(
         [sys.executable, "-m", "tools.chaos", "--nodes", "5", "--duration-s", "20", "--seed",
-         "22", "--membership", "--data-dir", str(run)],
+         "24", "--membership", "--data-dir", str(run)],
         cwd=ROOT, capture_output=True, text=True, timeout=200,
     )
     last = p.stdout.strip().splitlines()[-1] if p.stdout.strip() else ""
@@ -46,3 +48,11 @@ def test_chaos_with_membership_changes_is_linearizable_and_loses_nothing(tmp_pat
     assert cfg["initial_voters"] == ["n1", "n2", "n3", "n4", "n5"]
     assert all(f["retired"] not in ids for f in replaces)
     assert any(f["added"] in ids for f in replaces)
+    # a wiped node: replaced by the supervisor (the heal names its replacement), gone
+    wipes = [f for f in faults if f["kind"] == "wipe"]
+    healed = {f["targets"][0]: f for f in faults if f.get("heals") == "wipe"}
+    assert wipes and all(healed[w["targets"][0]]["back"] for w in wipes), (wipes, healed)
+    for w in wipes:
+        old = w["targets"][0]
+        assert old not in ids and healed[old]["replaced_by"][old].startswith("n")
+        assert not (run / old).exists()  # never re-created: it was not started again

@@ -253,6 +253,8 @@ def test_control_api_calls_the_launcher_and_validates() -> None:
         assert (await post(url, "submit", {"value": ""}))[0] == 400
         assert (await post(url, "submit", {"value": "x" * 2000}))[0] == 400
         assert (await post(url, "submit", ["not", "an", "object"]))[0] == 400
+        st, body = await post(url, "wipe", {"node": "n2"})  # this control cannot wipe
+        assert st == 409 and "cannot wipe" in body["error"]
         assert ctl.calls[1:] == [
             ("restart", "n2"), ("stop", "n2"), ("start", "n2"), ("pause", "n2"),
             ("resume", "n2"),

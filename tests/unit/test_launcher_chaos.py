@@ -35,6 +35,12 @@ class FakeSupervisor:
     def pids(self) -> dict[str, int]:
         return {n: 100 + i for i, n in enumerate(self.ids)}
 
+    def is_wiped(self, node_id: str) -> bool:
+        return False
+
+    def replacement_of(self, node_id: str) -> str | None:
+        return None
+
     def _fault(self, what: str, targets: list[str]) -> list[str]:
         self.calls.append((what, tuple(targets)))
         self.broken |= set(targets)
@@ -133,6 +139,7 @@ class MembershipSupervisor(FakeSupervisor):
         super().__init__(n)
         self.next = n + 1
         self.retired: list[str] = []
+        self.replacements: dict[str, str] = {}
 
     def add_node(self, **kw: Any) -> dict[str, Any]:
         nid = f"n{self.next}"
@@ -146,6 +153,16 @@ class MembershipSupervisor(FakeSupervisor):
         self.retired.append(node_id)
         self.calls.append(("retire_node", (node_id,)))
         return {"node": node_id}
+
+    def wipe(self, node_id: str, **kw: Any) -> int:
+        """Like the real one: the node is killed and wiped, the supervisor replaces it."""
+        self.calls.append(("wipe", (node_id,)))
+        self.replacements[node_id] = self.add_node()["node"]
+        self.retire_node(node_id)
+        return 1
+
+    def replacement_of(self, node_id: str) -> str | None:
+        return self.replacements.get(node_id)
 
 
 def test_replace_adds_first_then_retires_and_later_targets_follow() -> None:
@@ -172,3 +189,6 @@ def test_replace_adds_first_then_retires_and_later_targets_follow() -> None:
         elif what not in ("add_node", "heal"):
             assert not set(targets) & gone, (what, targets)
     assert fake.worst <= 2
+    # wipes: the supervisor replaced each wiped node; the heal counted it like a replace
+    wipes = [targets[0] for what, targets in fake.calls if what == "wipe"]
+    assert wipes and all(fake.replacements[w] in r.added and w in r.retired for w in wipes)

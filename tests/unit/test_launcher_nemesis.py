@@ -104,7 +104,7 @@ def test_different_seeds_give_different_schedules() -> None:
 def test_a_long_schedule_uses_every_kind_and_multi_node_faults_for_five() -> None:
     actions = schedule(7, 5, 3000.0)
     kinds = {a.kind for a in actions if not a.is_heal}
-    assert kinds == set(KINDS) - {"replace"}  # membership changes only when asked for
+    assert kinds == set(KINDS) - {"replace", "wipe"}  # membership changes only when asked
     assert any(len(a.targets) == 2 for a in actions)  # minority of 5 is 2
     assert max_faulty(actions) == 2
 
@@ -177,6 +177,11 @@ def test_membership_weights_add_replaces_and_keep_the_rest_of_the_mix() -> None:
     assert {a.param("leader") for a in replaces} == {0.0, 1.0}  # sometimes the leader
     assert {a.kind for a in actions if not a.is_heal} == set(KINDS)
     assert "(old node)" in describe(replaces[0])
+    wipes = [a for a in actions if a.kind == "wipe"]
+    assert wipes and all(a.targets == () and a.faulty_count() == 1 for a in wipes)
+    assert {a.param("leader") for a in wipes} == {0.0, 1.0}  # sometimes the leader
+    assert {"(leader)" in describe(a) or "(a follower)" in describe(a) for a in wipes} == {True}
     # a zero weight draws nothing: the default schedules are what they were
     assert schedule(7, 5, 300.0) == schedule(
-        7, 5, 300.0, weights={k: w for k, w in DEFAULT_WEIGHTS.items() if k != "replace"})
+        7, 5, 300.0,
+        weights={k: w for k, w in DEFAULT_WEIGHTS.items() if k not in ("replace", "wipe")})

@@ -22,6 +22,9 @@
                                         has caught up: {"ok": true, "node": "n6", ...}
     retire_node {"node": "n2"}          remove n2 from the cluster (leader or not), then
                                         stop its process for good
+    wipe      {"node": "n2"}            a lost disk: SIGKILL n2 and delete its data dir; the
+                                        launcher replaces it with a fresh node (never
+                                        restarts it under its id)
 
 Answers: ``{"ok": true, ...}``; a refused request gets 400 (bad body), 409 (cannot now) or
 503 (the cluster did not commit in time, or a membership change did not complete) with ``{"ok": false, "error": "..."}``. Network
@@ -209,6 +212,16 @@ async def _add_node(dash: Dashboard, body: Body) -> Body:
     return out
 
 
+async def _wipe(dash: Dashboard, body: Body) -> Body:
+    node = _node(dash, body)
+    wipe = getattr(dash.control, "wipe", None)
+    if not callable(wipe):
+        raise ActionError("this dashboard's control cannot wipe a node")
+    out: Body = await _call(wipe, node)
+    dash.note("fault", f"wiped {node}: it is replaced by a fresh node", node)
+    return {"node": node, **out}
+
+
 async def _retire_node(dash: Dashboard, body: Body) -> Body:
     node = _node(dash, body)
     out: Body = await _call(_membership(dash).retire_node, node)
@@ -266,4 +279,5 @@ ACTIONS: dict[str, Action] = {
     "submit": _submit,
     "add_node": _add_node,
     "retire_node": _retire_node,
+    "wipe": _wipe,
 }

@@ -103,3 +103,6 @@ class MembershipControl(Protocol):
         """Remove ``node`` from the cluster, then stop its process for good."""
         ...
 
+    # optional, the launcher's has it: ``wipe(node) -> dict`` (SIGKILL the node, delete its
+    # data dir; the launcher replaces it with a fresh node); the API answers 409 without it
+
