@@ -264,9 +264,13 @@ def test_nodes_orphaned_by_a_killed_launcher_are_stopped_by_the_next(
     base = free_base_port(3)
     la = launch(data, "--nodes", "3", "--base-port", str(base), "--duration-s", "60")
     cfg = wait_for(lambda: published(data / "cluster.json"), 20, f"cluster.json\n{la.output()}")
+    orphans = [n.pid for n in cfg.nodes]
+    # Paused, the orphans cannot notice their parent is gone and exit by themselves (which
+    # they do within ~0.5 s, racing the second launcher): it must find and stop them.
+    for p in orphans:
+        os.kill(p, signal.SIGSTOP)
     la.proc.kill()  # SIGKILL: no chance to stop its nodes
     la.wait(5)
-    orphans = [n.pid for n in cfg.nodes]
     assert all(alive_node(p) for p in orphans)
     la2 = launch(data, "--nodes", "3", "--duration-s", "60")
 
