@@ -84,8 +84,8 @@ def of_type(msgs: Iterable[Message], kind: type | tuple[type, ...]) -> list[Any]
 
 
 def log_terms(node: RaftNode) -> list[int]:
-    """Terms of the node's log entries, index 1 first."""
-    return [node.log.entry(i).term for i in range(1, node.log.last_index() + 1)]
+    """Terms of the node's log entries after its snapshot point, oldest first."""
+    return [node.log.entry(i).term for i in range(node.log.offset + 1, node.log.last_index() + 1)]
 
 
 def log_entries(node: RaftNode) -> list[Entry]:

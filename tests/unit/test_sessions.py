@@ -205,3 +205,48 @@ def test_restored_replica_decides_like_the_original() -> None:
     replica.restore(original.snapshot())
     tail = [("c", 2, 801)]  # c idle for 801 > ttl; only 51 ms since the last sweep
     assert run(original, list(tail)) == run(replica, list(tail))
+
+
+def _reference_record(results: dict[int, Any], max_seq: int, seq: int, window: int) -> int:
+    """The window pruning as first written (oldest first through the dict's own order)."""
+    results[seq] = f"r{seq}"
+    if seq > max_seq:
+        max_seq = seq
+        while results:
+            first = next(iter(results))
+            if first > seq - window:
+                break
+            del results[first]
+    return max_seq
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_window_pruning_keeps_the_same_results_as_dict_order(seed: int) -> None:
+    """The deque of insertion order drops exactly what walking the dict dropped, also with
+    out-of-order seqs and stragglers, and survives a snapshot/restore."""
+    rng = random.Random(seed)
+    table: SessionTable[Any] = SessionTable(window=8)
+    assert table.check("c", 1, 0)[0] == Verdict.APPLY  # the session opens with seq 1
+    table.record("c", 1, "r1")
+    ref: dict[int, Any] = {1: "r1"}
+    max_seq = 1
+    nxt = 2
+    pending: list[int] = []
+    for step in range(400):
+        if pending and rng.random() < 0.4:
+            seq = pending.pop(rng.randrange(len(pending)))  # pipelined: out of order
+        else:
+            seq = nxt
+            nxt += 1
+            if rng.random() < 0.5:
+                pending.append(seq)
+                continue
+        verdict, _ = table.check("c", seq, 0)
+        if verdict == Verdict.APPLY:
+            table.record("c", seq, f"r{seq}")
+            max_seq = _reference_record(ref, max_seq, seq, 8)
+        assert list(table.snapshot().sessions[0][3]) == list(ref)
+        if step % 97 == 0:
+            fresh: SessionTable[Any] = SessionTable(window=8)
+            fresh.restore(table.snapshot())
+            table = fresh

@@ -401,14 +401,31 @@ BAD_FIELDS = [
     (MsgType.HEARTBEAT, {"term": 1}, DropReason.BAD_BODY),
     (MsgType.PRE_VOTE_RESP, [1, 1], DropReason.BAD_FIELD),
     (MsgType.REQUEST_VOTE, [1, 1, 1, "yes"], DropReason.BAD_FIELD),
-    (MsgType.APPEND_ENTRIES, [1, 0, 0, 0, [[1, 0, "c", 1, 1]], [3]], DropReason.BAD_FIELD),
-    (MsgType.APPEND_ENTRIES, [1, 0, 0, 0, [[1, 7, "c", 1, 1]], [0]], DropReason.BAD_FIELD),
-    (MsgType.APPEND_ENTRIES, [1, 0, 0, 0, [[1, 0, 5, 1, 1]], [0]], DropReason.BAD_FIELD),
-    (MsgType.APPEND_ENTRIES, [1, 0, 0, 0, [[1, 0, "c" * 129, 1, 1]], [0]], DropReason.BAD_FIELD),
-    (MsgType.APPEND_ENTRIES, [1, 0, 0, 0, [[1, 0, "c", 1]], [0]], DropReason.BAD_BODY),
-    (MsgType.APPEND_ENTRIES, [1, 0, 0, 0, [[1, 0, "c", 1, 1]], []], DropReason.BAD_BODY),
-    (MsgType.APPEND_ENTRIES, [1, 0, 0, 0, [[1, 0, "c", 1, 1]], [-1]], DropReason.BAD_FIELD),
-    (MsgType.APPEND_ENTRIES, [1, 2**63 - 1, 0, 0, [[1, 0, "", 1, 1]], [0]], DropReason.BAD_FIELD),
+    # AppendEntries: [term, prev, prev_term, commit, n, terms, kinds, cids, seqs, ts, lens]
+    (MsgType.APPEND_ENTRIES, [1, 0, 0, 0, 1, [1, 1], [0, 1], ["c", 1], [1, 0, 1], [1, 1], [3, 1]],
+     DropReason.BAD_FIELD),
+    (MsgType.APPEND_ENTRIES, [1, 0, 0, 0, 1, [1, 1], [7, 1], ["c", 1], [1, 0, 1], [1, 1], [0, 1]],
+     DropReason.BAD_FIELD),
+    (MsgType.APPEND_ENTRIES, [1, 0, 0, 0, 1, [1, 1], [True, 1], ["c", 1], [1, 0, 1], [1, 1],
+                              [0, 1]], DropReason.BAD_FIELD),
+    (MsgType.APPEND_ENTRIES, [1, 0, 0, 0, 1, [1, 1], [0, 1], [5, 1], [1, 0, 1], [1, 1], [0, 1]],
+     DropReason.BAD_FIELD),
+    (MsgType.APPEND_ENTRIES, [1, 0, 0, 0, 1, [1, 1], [0, 1], ["c" * 129, 1], [1, 0, 1], [1, 1],
+                              [0, 1]], DropReason.BAD_FIELD),
+    (MsgType.APPEND_ENTRIES, [1, 0, 0, 0, 1, [1, 1], [0, 1], ["c", 1], [1, 0, 1], [1, 1]],
+     DropReason.BAD_BODY),
+    (MsgType.APPEND_ENTRIES, [1, 0, 0, 0, 1, [1, 1], [0, 1], ["c", 1], [1, 0, 1], [1, 1], [0]],
+     DropReason.BAD_BODY),
+    (MsgType.APPEND_ENTRIES, [1, 0, 0, 0, 1, [1, 1], [0, 1], ["c", 1], [1, 0, 1], [1, 1], [-1, 1]],
+     DropReason.BAD_FIELD),
+    (MsgType.APPEND_ENTRIES, [1, 0, 0, 0, 2, [1, 1], [0, 2], ["c", 2], [1, 0, 2], [1, 2], [0, 2]],
+     DropReason.BAD_FIELD),  # the term runs cover 1 of 2 entries
+    (MsgType.APPEND_ENTRIES, [1, 0, 0, 0, 1, [1, 1], [0, 1], ["c", 1], [1, 2, 1], [1, 1], [0, 1]],
+     DropReason.BAD_FIELD),  # seq step 2
+    (MsgType.APPEND_ENTRIES, [1, 0, 0, 0, 1, [1, 0], [0, 1], ["c", 1], [1, 0, 1], [1, 1], [0, 1]],
+     DropReason.BAD_FIELD),  # an empty run
+    (MsgType.APPEND_ENTRIES, [1, 2**63 - 1, 0, 0, 1, [1, 1], [0, 1], ["", 1], [1, 0, 1], [1, 1],
+                              [0, 1]], DropReason.BAD_FIELD),
     (MsgType.CLIENT_SUBMIT, [1, "c", [], []], DropReason.BAD_FIELD),
     (MsgType.CLIENT_SUBMIT, [1, "c", {}, [5]], DropReason.BAD_FIELD),
     (MsgType.CLIENT_SUBMIT, [1, "c", {}, 5], DropReason.BAD_BODY),
@@ -428,7 +445,7 @@ BAD_FIELDS = [
 @pytest.mark.parametrize(("mtype", "header", "reason"), BAD_FIELDS)
 def test_bad_fields_are_dropped(mtype: MsgType, header: Any, reason: DropReason) -> None:
     blob = b"xyz" if mtype is MsgType.FRAGMENT else b""
-    if mtype is MsgType.APPEND_ENTRIES and header[5] == [3]:
+    if mtype is MsgType.APPEND_ENTRIES and header[-1] == [3, 1]:
         blob = b"ab"  # declared 3 bytes, carries 2
     result = decode(_forge_json(mtype, header, blob), N2)
     assert isinstance(result, Dropped) and result.reason is reason, result

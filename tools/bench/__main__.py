@@ -11,6 +11,7 @@ MODES = {
     "embedded": "tools.bench.embedded",
     "kv": "tools.bench.kv",
     "compare": "tools.bench.compare",
+    "memory": "tools.bench.memory",
 }
 
 

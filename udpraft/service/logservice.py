@@ -52,9 +52,13 @@ class NullApplication:
         return b""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Outcome:
-    """What applying one entry meant for the client that sent it."""
+    """What applying one entry meant for the client that sent it (treat as read-only).
+
+    Not ``frozen``: one is made per applied entry, and a frozen dataclass's ``__init__``
+    (``object.__setattr__`` per field) costs 3x as much (0.5 vs 0.15 us).
+    """
 
     verdict: Verdict
     index: int  # index of the entry that took effect (the original one for a duplicate)

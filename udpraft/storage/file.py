@@ -68,8 +68,8 @@ from udpraft.storage.codec import (
     ENTRY_TAG,
     FRAME_HEADER_SIZE,
     CodecError,
+    EntryDecoder,
     check_frame,
-    decode_entry,
     encode_frames,
     entry_index_at,
 )
@@ -128,6 +128,7 @@ def scan_segment(path: str, buf: bytes, first_index: int, allow_torn_tail: bool)
     """Decode every frame of one segment; see the module comment for the damage rules."""
     entries: list[Entry] = []
     offsets: array[int] = array("Q")
+    decode = EntryDecoder().decode
     expected = first_index
     pos = 0
     n = len(buf)
@@ -144,7 +145,7 @@ def scan_segment(path: str, buf: bytes, first_index: int, allow_torn_tail: bool)
                 ) from None
             return _Scan(entries, offsets, pos, exc.reason)
         try:
-            entry = decode_entry(buf, pos + FRAME_HEADER_SIZE, end)
+            entry = decode(buf, pos + FRAME_HEADER_SIZE, end)
         except CodecError as exc:  # the CRC matched, so this was written like this
             raise CorruptLogError(path, pos, exc.reason) from None
         if entry.index != expected:

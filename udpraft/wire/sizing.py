@@ -28,11 +28,13 @@ from udpraft.wire.envelope import (
 )
 from udpraft.wire.messages import Fragment
 
-# One entry row "[term,kind,"client_id",seq,ts_ms]," plus its length in the lens list:
-# three 19-digit numbers, a kind digit, a 10-digit length, punctuation <= 78 bytes, and
-# the client id's JSON string <= 2 + 6 bytes per character (worst case: \u00XX escapes).
+# What one entry adds to the AppendEntries columns (bodies.py) at worst, when it starts a
+# new run in every column: term, ts_ms "19 digits,1," (22 each), seq "19 digits,1,1," (24),
+# kind "k,1," (4), length "10 digits,1," (13), client id: its JSON string (<= 2 + 6 bytes
+# per character, worst case \u00XX escapes) ",1," -> 85 + 6 per character. A run that
+# goes on costs less (its count grows by at most a digit per 9x entries).
 _ENTRY_JSON_MAX = 96
-_APPEND_HEAD_JSON_MAX = 96  # [term,prev_index,prev_term,commit,[...],[...]]
+_APPEND_HEAD_JSON_MAX = 128  # [term,prev_index,prev_term,commit,n,[],[],[],[],[],[]]
 _FRAGMENT_HEAD_JSON_MAX = 96  # [group_id,index,count,total_len]
 
 
