@@ -18,6 +18,7 @@ with op ``add_learner`` | ``add_voter`` | ``promote`` | ``remove``; from anywher
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -26,9 +27,12 @@ from udpraft.client.core import Result
 from udpraft.config import load_cluster, load_secret
 from udpraft.core.errors import InvalidRequest, NotLeader, ProposalDropped
 from udpraft.core.ready import Role
-from udpraft.errors import NotLeaderError, Rejected, Timeout
-from udpraft.io.runtime import NodeRuntime, ProposalLost
+from udpraft.errors import NotLeaderError, Rejected, Timeout, UdpRaftError
+from udpraft.io import gctune
+from udpraft.io.local import ProposalLost
+from udpraft.io.runtime import NodeRuntime
 from udpraft.io.server import NodeOptions, start_node
+from udpraft.service.logservice import Outcome
 
 
 class EmbeddedNode:
@@ -38,8 +42,12 @@ class EmbeddedNode:
 
     @classmethod
     async def start(
-        cls, node_id: str, cluster_file: str, data_dir: str | None = None, storage: str = "file"
+        cls, node_id: str, cluster_file: str, data_dir: str | None = None, storage: str = "file",
+        tune_gc: bool = False,
     ) -> EmbeddedNode:
+        """Start the node in this process. ``tune_gc`` applies udpraft.io.gctune to the
+        whole process (fewer cyclic-GC passes: a quarter less CPU per proposal on a busy
+        leader); off by default because the process is yours."""
         cluster = load_cluster(cluster_file)
         me = cluster.node(node_id)
         opts = NodeOptions(
@@ -47,6 +55,8 @@ class EmbeddedNode:
             storage,
         )
         rt, runner = await start_node(opts)
+        if tune_gc:
+            gctune.tune_gc()
         return cls(rt, runner)
 
     @property
@@ -78,6 +88,21 @@ class EmbeddedNode:
         except (ProposalLost, TimeoutError) as e:
             raise Timeout(f"not known to be committed: {e}") from None
         return Result(out.index, out.term)
+
+    def submit_cb(
+        self,
+        data: bytes,
+        callback: Callable[[Result | None, UdpRaftError | None], Any],
+        timeout: float = 5.0,
+    ) -> None:
+        """``submit`` without a coroutine: ``callback(result, None)`` once committed and
+        applied here, or ``callback(None, error)`` with the errors ``submit`` raises (called
+        on the event loop; it must not block). Raises ``NotLeaderError`` at once. The
+        lighter path for many proposals in flight (like PySyncObj's ``callback=``)."""
+        try:
+            self.rt.propose_waiter(bytes(data), _ResultWaiter(callback), timeout)
+        except NotLeader as e:
+            raise NotLeaderError(str(e), e.leader) from None
 
     def members(self) -> dict[str, Any]:
         """Voters, learners, removed ids and each member's addresses, as this node sees them."""
@@ -135,3 +160,33 @@ class EmbeddedNode:
         await self._runner.cleanup()
         await self.rt.stop()
 
+
+class _ResultWaiter:
+    """Turns the runtime's outcome into ``submit``'s Result or error for a callback."""
+
+    __slots__ = ("_done", "cb")
+
+    def __init__(self, cb: Callable[[Result | None, UdpRaftError | None], Any]) -> None:
+        self.cb = cb
+        self._done = False
+
+    def done(self) -> bool:
+        return self._done
+
+    def set_result(self, out: Outcome, /) -> None:
+        if not self._done:
+            self._done = True
+            self.cb(Result(out.index, out.term), None)
+
+    def set_exception(self, e: BaseException, /) -> None:
+        if self._done:
+            return
+        self._done = True
+        err: UdpRaftError
+        if isinstance(e, NotLeader):
+            err = NotLeaderError(str(e), e.leader)
+        elif isinstance(e, ProposalDropped):
+            err = Rejected(f"proposal refused: {e}")
+        else:  # ProposalLost, TimeoutError
+            err = Timeout(f"not known to be committed: {e}")
+        self.cb(None, err)

@@ -9,8 +9,9 @@ import pytest
 
 from tests.helpers.procs import LocalCluster
 from udpraft.client.blocking import Client
+from udpraft.client.core import Result
 from udpraft.embed import EmbeddedNode
-from udpraft.errors import NotLeaderError, Rejected
+from udpraft.errors import NotLeaderError, Rejected, UdpRaftError
 
 pytestmark = pytest.mark.integration
 
@@ -30,8 +31,23 @@ def test_embedded_node_leads_and_commits(tmp_path: Path) -> None:
                         await node.submit(b"not here")
                 await node.transfer_leadership_here(15)
                 assert node.is_leader and node.status()["role"] == "leader"
-                rs = await asyncio.gather(*(node.submit(b"e%d" % i) for i in range(200)))
-                return [r.index for r in rs]
+                rs = await asyncio.gather(*(node.submit(b"e%d" % i) for i in range(150)))
+                # The callback API: no coroutine per proposal.
+                loop = asyncio.get_running_loop()
+                done: asyncio.Future[None] = loop.create_future()
+                got: list[int] = []
+
+                def cb(res: Result | None, err: UdpRaftError | None) -> None:
+                    assert err is None and res is not None
+                    got.append(res.index)
+                    if len(got) == 50 and not done.done():
+                        done.set_result(None)
+
+                for i in range(150, 200):
+                    node.submit_cb(b"e%d" % i, cb)
+                await asyncio.wait_for(done, 10)
+                assert got == sorted(got)  # answered in log order
+                return [r.index for r in rs] + got
             finally:
                 await node.stop()
 

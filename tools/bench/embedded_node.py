@@ -9,11 +9,13 @@ How this works:
   ``udpraft.embed.EmbeddedNode`` (same storage), exactly like ``tools.bench embedded``.
 - The worker waits for a leader, asks for leadership (``transfer_leadership_here``),
   commits one warm-up entry, writes ``ready`` and waits for ``go`` (the controller samples
-  every node's CPU in between). Then ``--window`` coroutines each keep one
-  ``node.submit(payload)`` in flight for ``--duration-s`` (a submit completes once the
-  entry is committed *and applied* on n1); the in-flight ones finish, and it writes
-  ``result.json`` and idles until SIGTERM. Errors (timeouts, lost leadership) are counted,
-  not fatal.
+  every node's CPU in between). Then ``--window`` proposals are kept in flight for
+  ``--duration-s`` (one completes once the entry is committed *and applied* on n1), with
+  ``--api callback`` (default: ``node.submit_cb``, each callback issues the next proposal,
+  as PySyncObj's ``callback=`` does) or ``--api coroutine`` (``--window`` coroutines
+  awaiting ``node.submit``); the in-flight ones finish, and it writes ``result.json`` and
+  idles until SIGTERM. Errors (timeouts, lost leadership) are counted, not fatal. The
+  worker tunes its GC (``EmbeddedNode.start(tune_gc=True)``) unless ``--no-tune-gc``.
 - All node processes are stopped by PID at the end, even on error or Ctrl-C.
 """
 
@@ -61,7 +63,7 @@ async def _worker(a: argparse.Namespace) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     parent = os.getppid()
-    node = await EmbeddedNode.start("n1", a.cluster, a.data_dir, a.storage)
+    node = await EmbeddedNode.start("n1", a.cluster, a.data_dir, a.storage, tune_gc=a.tune_gc)
     try:
         await node.wait_leader(30)
         await node.transfer_leadership_here(30)
@@ -90,8 +92,43 @@ async def _worker(a: argparse.Namespace) -> int:
                     continue
                 lat.append(perf() - t0)
 
+        async def with_callbacks() -> None:
+            # node.submit_cb: no coroutine or future per proposal, as PySyncObj's callback=.
+            finished = loop.create_future()
+            running = a.window
+
+            def launch() -> None:
+                nonlocal running
+                if perf() >= t_stop:
+                    running -= 1
+                    if running == 0 and not finished.done():
+                        finished.set_result(None)
+                    return
+                t0 = perf()
+
+                def done(res: object, err: BaseException | None) -> None:
+                    if err is None:
+                        lat.append(perf() - t0)
+                        launch()
+                    else:
+                        errors[type(err).__name__] += 1
+                        loop.call_later(0.01, launch)
+
+                try:
+                    node.submit_cb(data, done, timeout=10)
+                except UdpRaftError as e:
+                    errors[type(e).__name__] += 1
+                    loop.call_later(0.01, launch)
+
+            for _ in range(a.window):
+                launch()
+            await finished
+
         t0 = perf()
-        await asyncio.gather(*(one() for _ in range(a.window)))
+        if a.api == "callback":
+            await with_callbacks()
+        else:
+            await asyncio.gather(*(one() for _ in range(a.window)))
         elapsed = perf() - t0
         res: dict[str, Any] = {
             "node": "n1", "ops": len(lat), "errors": sum(errors.values()),
@@ -119,6 +156,9 @@ def worker_main(argv: list[str] | None = None) -> int:
     ap.add_argument("--payload", type=int, default=10)
     ap.add_argument("--window", type=int, default=1000)
     ap.add_argument("--duration-s", type=float, default=5.0)
+    ap.add_argument("--api", choices=["coroutine", "callback"], default="coroutine")
+    ap.add_argument("--no-tune-gc", dest="tune_gc", action="store_false",
+                    help="leave the embedding process's GC thresholds alone")
     a = ap.parse_args(argv)
     import uvloop
 
@@ -126,7 +166,8 @@ def worker_main(argv: list[str] | None = None) -> int:
 
 
 def run(nodes: int, payload: int, window: int, duration_s: float, storage: str = "file",
-        startup_s: float = 40.0, profile_dir: Path | None = None) -> dict[str, Any]:
+        startup_s: float = 40.0, profile_dir: Path | None = None,
+        api: str = "callback", tune_gc: bool = True) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="udpraft-cmp-") as tmp:
         base = Path(tmp)
         ctl = base / "ctl"
@@ -139,7 +180,8 @@ def run(nodes: int, payload: int, window: int, duration_s: float, storage: str =
             c.procs["n1"] = subprocess.Popen(
                 [sys.executable, "-m", "tools.bench.embedded_node", "--cluster", str(c.cluster_file),
                  "--data-dir", str(base / "n1"), "--storage", storage, "--ctl", str(ctl),
-                 "--payload", str(payload), "--window", str(window), "--duration-s", str(duration_s)],
+                 "--payload", str(payload), "--window", str(window), "--duration-s", str(duration_s),
+                 "--api", api, *([] if tune_gc else ["--no-tune-gc"])],
                 stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
             )
             log.close()
@@ -154,6 +196,7 @@ def run(nodes: int, payload: int, window: int, duration_s: float, storage: str =
     fsync = "off (memory log)" if storage == "memory" else "on (file WAL, group-commit fdatasync)"
     return {"system": "udpraft", "nodes": nodes, "payload": payload, "window": window,
             "duration_s": duration_s, "storage": storage, "fsync": fsync, "leader": "n1",
+            "api": api, "tune_gc": tune_gc,
             **res, **m.summary(int(res["ops"]))}
 
 

@@ -30,6 +30,7 @@ from typing import Any
 from udpraft.core.election import Elections
 from udpraft.core.errors import InvalidRequest, NotLeader, ProposalDropped
 from udpraft.core.log import RaftLog
+from udpraft.core.log import _build as new_entry
 from udpraft.core.membership import Membership
 from udpraft.core.messages import (
     AppendEntries,
@@ -178,11 +179,24 @@ class RaftNode(Elections, Replication, Reads):
         first = self.log.last_index() + 1
         ts = self._timestamp()
         term = self.term
+        new, normal = new_entry, EntryKind.NORMAL
         self.log.append_new(
-            [
-                Entry(first + i, term, data, EntryKind.NORMAL, cid, seq, ts)
-                for i, (data, cid, seq) in enumerate(items)
-            ]
+            [new(first + i, term, data, normal, cid, seq, ts) for i, (data, cid, seq) in enumerate(items)]
+        )
+        self._need_bcast = True
+        return first
+
+    def propose_datas(self, datas: Sequence[bytes]) -> int:
+        """``propose_batch`` for entries outside any client session (library use: the
+        caller tracks them by index); returns the index of the first one."""
+        n = len(datas)
+        self._check_can_propose(n)
+        first = self.log.last_index() + 1
+        ts = self._timestamp()
+        term = self.term
+        new, normal = new_entry, EntryKind.NORMAL
+        self.log.append_new(
+            [new(i, term, d, normal, "", 0, ts) for i, d in zip(range(first, first + n), datas)]
         )
         self._need_bcast = True
         return first

@@ -42,15 +42,16 @@ from udpraft.core.messages import MESSAGE_TYPES, InstallSnapshot, Message
 from udpraft.core.raft import RaftNode
 from udpraft.core.ready import Config, ReadState, Ready, Role
 from udpraft.core.sessions import Verdict
-from udpraft.core.types import Entry, EntryKind
+from udpraft.core.types import Entry
 from udpraft.io.clients import ClientHandling
 from udpraft.io.faults import FaultHook
 from udpraft.io.hist import Histogram
+from udpraft.io.local import LocalProposals, Waiter
 from udpraft.io.members import AddressBook, MemberChanges
 from udpraft.io.snapshot_transfer import Snapshotter
 from udpraft.io.snapshots import SnapshotStore, recover
 from udpraft.reliability.endpoint import ReliableEndpoint
-from udpraft.service.logservice import APP_PREFIX, Application, LogService, Outcome
+from udpraft.service.logservice import Application, LogService
 from udpraft.storage.base import LogStore
 from udpraft.wire import (
     ClientKind,
@@ -62,10 +63,6 @@ from udpraft.wire import (
 from udpraft.wire.messages import SnapshotAck, SnapshotChunk
 
 log = logging.getLogger("udpraft.node")
-
-
-class ProposalLost(RaftError):
-    """The proposed entry was overwritten by a new leader: it did not take effect."""
 
 
 class ReadNotConfirmed(RaftError):
@@ -88,7 +85,7 @@ BATCH_BUCKETS = (1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 5
 MAX_READS = 50_000
 
 
-class NodeRuntime(ClientHandling):
+class NodeRuntime(ClientHandling, LocalProposals):
     def __init__(
         self,
         node_id: str,
@@ -155,9 +152,12 @@ class NodeRuntime(ClientHandling):
         self._proposals: list[tuple[bytes, str, int]] = []
         self._waiters: dict[tuple[str, int], list[tuple[int, Addr, float]]] = {}
         self._reads: dict[int, Callable[[ReadState], None]] = {}
-        self._local_waiters: dict[int, tuple[int, asyncio.Future[Outcome]]] = {}
-        self._local_props: list[tuple[bytes, asyncio.Future[Outcome]]] = []
-        self._local_deadlines: deque[tuple[float, asyncio.Future[Outcome]]] = deque()
+        # local proposals (local.py): this turn's payloads and waiters, proposed batches
+        self._local_datas: list[bytes] = []
+        self._local_waits: list[Waiter] = []
+        self._local_batches: deque[tuple[int, int, list[Waiter]]] = deque()
+        self._local_waiters: dict[int, tuple[int, Waiter]] = {}
+        self._local_deadlines: deque[tuple[float, Waiter]] = deque()
         self._ready_reads: list[tuple[int, Callable[[ReadState], None], ReadState]] = []
         self._read_ids = 0
         self._tick_handle: asyncio.TimerHandle | None = None
@@ -271,7 +271,7 @@ class NodeRuntime(ClientHandling):
         if self._proposals:
             props, self._proposals = self._proposals, []
             self._propose(props)
-        if self._local_props:
+        if self._local_datas:
             self._propose_local_batch()
         while self.raft.has_ready():
             rd = self.raft.ready()
@@ -360,18 +360,11 @@ class NodeRuntime(ClientHandling):
 
     def _apply(self, entries: list[Entry]) -> None:
         replies: dict[tuple[Addr, int], list[list[int]]] = {}
-        local = self._local_waiters
+        apply = self.service.apply
         for e in entries:
-            out = self.service.apply(e)
-            if local and e.index in local:
-                term, fut = local.pop(e.index)
-                if not fut.done():
-                    if e.term == term and out is not None:
-                        fut.set_result(out)
-                    elif e.term == term and e.kind == EntryKind.CONFIG:
-                        fut.set_result(Outcome(Verdict.APPLY, e.index, e.term, b""))
-                    else:
-                        fut.set_exception(ProposalLost(f"entry {e.index} was overwritten"))
+            out = apply(e)
+            if self._local_batches or self._local_waiters:
+                self._resolve_local(e, out)
             if out is None or not e.client_id:
                 continue
             ws = self._waiters.pop((e.client_id, e.seq), None)
@@ -410,14 +403,6 @@ class NodeRuntime(ClientHandling):
         self._reads[rid] = handler
         self.raft.read_index(rid)
         self._kick()
-
-    def _expire_local(self) -> None:
-        now = time.monotonic()
-        dl = self._local_deadlines
-        while dl and (dl[0][1].done() or dl[0][0] <= now):
-            _t, fut = dl.popleft()
-            if not fut.done():
-                fut.set_exception(TimeoutError("not committed in time"))
 
     # ================================================================== sending
 
@@ -529,57 +514,6 @@ class NodeRuntime(ClientHandling):
     def transfer_leadership(self, target: str) -> None:
         self.raft.transfer_leadership(target)
         self._kick()
-
-    def propose_app(self, command: bytes) -> asyncio.Future[Outcome]:
-        """Propose an application command (e.g. a KV operation); see propose_local."""
-        return self.propose_local(APP_PREFIX + command)
-
-    def propose_local(self, data: bytes, timeout_s: float = 30.0) -> asyncio.Future[Outcome]:
-        """Propose from inside this process (library use, the KV layer); leader only.
-
-        Raises NotLeader at once; the future resolves with the outcome (index, term,
-        application result) once the entry is applied here, or fails with ProposalLost if a
-        new leader overwrote it, ProposalDropped if refused, or TimeoutError after
-        ``timeout_s`` (checked every 100 ms; the entry may still commit later).
-        """
-        assert self._loop is not None
-        if self.raft.role != Role.LEADER:
-            raise NotLeader(self.raft.leader)
-        fut: asyncio.Future[Outcome] = self._loop.create_future()
-        # Batched: all local proposals of this loop turn become one propose_batch in _drive.
-        self._local_props.append((data, fut))
-        self._local_deadlines.append((time.monotonic() + timeout_s, fut))
-        self._kick()
-        return fut
-
-    def wait_local(self, index: int, term: int, timeout_s: float) -> asyncio.Future[Outcome]:
-        """A future for the entry this node (the leader) appended at ``index`` in ``term``:
-        resolved when it is applied here, failed if overwritten or after ``timeout_s``."""
-        assert self._loop is not None
-        fut: asyncio.Future[Outcome] = self._loop.create_future()
-        self._local_waiters[index] = (term, fut)
-
-        def expire() -> None:
-            if not fut.done():
-                fut.set_exception(TimeoutError(f"entry {index} not committed in {timeout_s} s"))
-
-        self._loop.call_later(timeout_s, expire)
-        return fut
-
-    def _propose_local_batch(self) -> None:
-        props, self._local_props = self._local_props, []
-        try:
-            first = self.raft.propose_batch([(d, "", 0) for d, _f in props])
-        except RaftError as e:
-            for _d, f in props:
-                if not f.done():
-                    f.set_exception(e)
-            return
-        term = self.raft.term
-        waiters = self._local_waiters
-        for i, (_d, f) in enumerate(props):
-            waiters[first + i] = (term, f)
-        self.batch_sizes.observe(len(props))
 
     def linearizable_read(self) -> asyncio.Future[int]:
         """Resolves with the read index once this node has applied it (ReadIndex, §6.4);

@@ -40,7 +40,8 @@ from aiohttp import web
 
 from udpraft.core.errors import NotLeader, ProposalDropped, RaftError
 from udpraft.core.ready import Role
-from udpraft.io.runtime import NodeRuntime, ProposalLost, ReadNotConfirmed
+from udpraft.io.local import ProposalLost
+from udpraft.io.runtime import NodeRuntime, ReadNotConfirmed
 from udpraft.kv import errors
 from udpraft.kv.errors import KvError
 from udpraft.kv.machine import KVMachine
