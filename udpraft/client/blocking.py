@@ -173,9 +173,9 @@ class Client:
                 data, _src = self.sock.recvfrom(RECV_BYTES)
             except TimeoutError:
                 return None
-            resp = self.core.parse(data)
-            if resp is not None and resp.req_id == req.req_id and resp.kind == req.kind:
-                return resp
+            for resp in self.core.parse_all(data):
+                if resp.req_id == req.req_id and resp.kind == req.kind:
+                    return resp
 
 
 def _secret_from_env() -> bytes:

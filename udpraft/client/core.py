@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import itertools
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +22,7 @@ from udpraft.wire import (
     ClientKind,
     ClientRequest,
     ClientResponse,
+    ClientResponses,
     Decoded,
     WireContext,
     decode,
@@ -122,12 +124,36 @@ class ClientCore:
     # ---------------------------------------------------------------- responses
 
     def parse(self, data: bytes) -> ClientResponse | None:
-        d = decode(data, self.ctx)
-        if not isinstance(d, Decoded) or not isinstance(d.msg, ClientResponse):
-            return None
-        if d.msg.leader_hint:
-            self.note_leader(d.msg.leader_hint)
-        return d.msg
+        """The first response in ``data`` (see :meth:`parse_all`), or None."""
+        got = self.parse_all(data)
+        return got[0] if got else None
+
+    def parse_all(self, data: bytes) -> list[ClientResponse]:
+        """The responses in one datagram: a ClientResponse, or several in ClientResponses
+        (a node answering several requests to this address at once). Notes leader hints."""
+        return responses_in(data, self.ctx, self.note_leader)
+
+
+def responses_in(
+    data: bytes, ctx: WireContext, note_leader: Callable[[str], None] | None = None
+) -> list[ClientResponse]:
+    """Decode one datagram sent to a client; [] for anything that is not a response."""
+    d = decode(data, ctx)
+    if not isinstance(d, Decoded):
+        return []
+    msg = d.msg
+    if type(msg) is ClientResponse:
+        if msg.leader_hint and note_leader is not None:
+            note_leader(msg.leader_hint)
+        return [msg]
+    if type(msg) is ClientResponses:
+        if note_leader is not None:
+            for r in msg.responses:
+                if r.leader_hint:
+                    note_leader(r.leader_hint)
+                    break
+        return list(msg.responses)
+    return []
 
 
 def entries_of(resp: ClientResponse) -> list[Entry] | None:

@@ -47,6 +47,15 @@ Karn's rule: only messages acknowledged after a single transmission give RTT sam
 A retransmission re-sends the same bytes (same id), so the receiver can dedupe it.
 Timers live in one heap with lazy deletion, compacted when stale entries pile up.
 
+Client batches
+--------------
+A :class:`ClientBatch` (requests of several client sessions sharing one socket) is
+delivered as one :class:`Delivery` per request, so the application handles each exactly as
+if it had come alone. Its address is remembered (LRU, ``max_batch_addrs``) as one that
+understands :class:`ClientResponses`: unreliable ``ClientResponse`` sends to it are held
+until :meth:`datagrams_to_send` and then go out together, up to ``max_datagram_bytes`` a
+datagram (a lone one, or one carrying blobs, goes out as a plain ``ClientResponse``).
+
 Bounds (each drop is counted in ``counters``)
 ---------------------------------------------
 window_msgs per peer in flight; backlog_msgs per peer waiting (``backlog_full``);
@@ -73,6 +82,9 @@ from udpraft.wire import (
     FLAG_ACK_REQUESTED,
     FLAG_INNER,
     Ack,
+    ClientBatch,
+    ClientResponse,
+    ClientResponses,
     Decoded,
     DropReason,
     EncodedBody,
@@ -124,6 +136,8 @@ class ReliabilityConfig:
     reassembly_max_bytes: int = 64 * 1024 * 1024
     reassembly_max_messages: int = 64
     reassembly_timeout_s: float = 10.0
+    max_batch_addrs: int = 4096
+    responses_per_datagram: int = 256
 
     def __post_init__(self) -> None:
         if not 0 < self.rto_s_min <= self.rto_s_max or self.rto_s_initial <= 0:
@@ -185,6 +199,8 @@ COUNTER_NAMES = (
     "send_queue_full", "backlog_full", "reliable_bytes_full", "peers_full", "peers_evicted",
     "peers_forgotten", "split_append_entries", "fragmented", "fragments_sent",
     "acks_sent", "ack_ids_sent", "ack_overflow", "ack_stale", "inner_dropped",
+    "client_batches_in", "client_batched_requests", "client_responses_out",
+    "client_responses_coalesced",
     *(f"drop_{reason.value}" for reason in DropReason),
 )  # fmt: skip
 
@@ -219,6 +235,8 @@ class ReliableEndpoint(Generic[A]):
         self._outbox: deque[tuple[bytes, A]] = deque()
         self._outbox_bytes = 0
         self._acks: dict[tuple[A, str, int], _AckBatch] = {}
+        self._batch_addrs: OrderedDict[A, None] = OrderedDict()  # they speak ClientResponses
+        self._responses: dict[A, list[ClientResponse]] = {}  # held for those addresses
 
     # ------------------------------------------------------------------ introspection
 
@@ -250,6 +268,13 @@ class ReliableEndpoint(Generic[A]):
         Raises :class:`EncodeError` on misuse (a message the wire cannot carry, a Raft
         message from another node, transport types, which are this layer's own).
         """
+        if type(msg) is ClientResponse and not reliable and not dst and addr in self._batch_addrs:
+            held = self._responses.get(addr)
+            if held is None:
+                self._responses[addr] = [msg]
+            else:
+                held.append(msg)
+            return True
         if isinstance(msg, Ack | Fragment):
             raise EncodeError("ACK and FRAGMENT are sent by the endpoint itself")
         body = encode_body(msg, dst)
@@ -364,6 +389,8 @@ class ReliableEndpoint(Generic[A]):
 
     def forget_peer(self, addr: A) -> None:
         """Drop all state for ``addr`` (e.g. the node moved); its queued messages are lost."""
+        self._responses.pop(addr, None)
+        self._batch_addrs.pop(addr, None)
         peer = self._peers.pop(addr, None)
         if peer is None:
             return
@@ -403,6 +430,8 @@ class ReliableEndpoint(Generic[A]):
             return []
         if isinstance(msg, Fragment):
             return self._on_fragment(addr, r, msg, now)
+        if type(msg) is ClientBatch:
+            return self._on_client_batch(addr, r, msg, now)
         self.counters["delivered"] += 1
         return [Delivery(msg, r.sender, r.incarnation, addr, r.msg_id, reliable)]
 
@@ -424,6 +453,24 @@ class ReliableEndpoint(Generic[A]):
             return []
         self.counters["delivered"] += 1
         return [Delivery(inner.msg, r.sender, r.incarnation, addr, inner.msg_id, True)]
+
+    def _on_client_batch(
+        self, addr: A, r: Decoded, batch: ClientBatch, now: float
+    ) -> list[Delivery[A]]:
+        marks = self._batch_addrs
+        if addr in marks:
+            marks.move_to_end(addr)
+        else:
+            if len(marks) >= self.config.max_batch_addrs:
+                old, _ = marks.popitem(last=False)
+                self._flush_responses_to(old, now)
+            marks[addr] = None
+        n = len(batch.requests)
+        self.counters["client_batches_in"] += 1
+        self.counters["client_batched_requests"] += n
+        self.counters["delivered"] += n
+        sender, inc, msg_id, rel = r.sender, r.incarnation, r.msg_id, bool(r.flags & FLAG_ACK_REQUESTED)
+        return [Delivery(req, sender, inc, addr, msg_id, rel) for req in batch.requests]
 
     def _queue_ack(self, addr: A, sender: str, incarnation: int, msg_id: int, now: float) -> None:
         key = (addr, sender, incarnation)
@@ -466,11 +513,62 @@ class ReliableEndpoint(Generic[A]):
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, A]]:
         """Everything ready to go out: due ACKs first, then queued datagrams."""
         out: list[tuple[bytes, A]] = self._flush_acks(now) if self._acks else []
+        if self._responses:
+            for addr in list(self._responses):
+                self._flush_responses_to(addr, now)
         if self._outbox:
             out.extend(self._outbox)
             self._outbox.clear()
             self._outbox_bytes = 0
         return out
+
+    def _flush_responses_to(self, addr: A, now: float) -> None:
+        """Send the responses held for ``addr``: together where they fit, else alone."""
+        held = self._responses.pop(addr, None)
+        if not held:
+            return
+        self.counters["client_responses_out"] += len(held)
+        alone = [r for r in held if r.blobs]
+        together = [r for r in held if not r.blobs] if alone else held
+        per = self.config.responses_per_datagram
+        for i in range(0, len(together), per):
+            self._send_responses(addr, together[i : i + per], now)
+        for r in alone:
+            self._send_plain(addr, r, now)
+
+    def _send_responses(self, addr: A, group: list[ClientResponse], now: float) -> None:
+        if len(group) == 1:
+            self._send_plain(addr, group[0], now)
+            return
+        body = encode_body(ClientResponses(tuple(group)))
+        if self.ctx.overhead() + len(body.body) > self.ctx.max_datagram_bytes:
+            half = len(group) // 2
+            self._send_responses(addr, group[:half], now)
+            self._send_responses(addr, group[half:], now)
+            return
+        peer = self._peer(addr)
+        if peer is None:
+            return
+        msg_id = peer.next_unrel
+        peer.next_unrel += 1
+        self._id_floor = max(self._id_floor, peer.next_unrel)
+        self.counters["sent_unreliable"] += 1
+        self.counters["client_responses_coalesced"] += len(group)
+        self._emit(seal(body, self.ctx, msg_id=msg_id), addr)
+
+    def _send_plain(self, addr: A, resp: ClientResponse, now: float) -> None:
+        body = encode_body(resp)
+        if self.ctx.overhead() + len(body.body) > self.ctx.max_datagram_bytes:
+            self._send_oversize(addr, resp, body, False, now)
+            return
+        peer = self._peer(addr)
+        if peer is None:
+            return
+        msg_id = peer.next_unrel
+        peer.next_unrel += 1
+        self._id_floor = max(self._id_floor, peer.next_unrel)
+        self.counters["sent_unreliable"] += 1
+        self._emit(seal(body, self.ctx, msg_id=msg_id), addr)
 
     def _flush_acks(self, now: float) -> list[tuple[bytes, A]]:
         out: list[tuple[bytes, A]] = []
@@ -497,7 +595,7 @@ class ReliableEndpoint(Generic[A]):
 
     def next_deadline(self) -> float | None:
         """The earliest time :meth:`handle_timer` or :meth:`datagrams_to_send` has work."""
-        deadlines = []
+        deadlines = [0.0] if self._responses else []  # held responses: due now
         timers = self._timers
         while timers and not self._timer_live(timers[0]):
             heapq.heappop(timers)

@@ -38,9 +38,11 @@ from udpraft.wire.envelope import (
 )
 from udpraft.wire.messages import (
     Ack,
+    ClientBatch,
     ClientKind,
     ClientRequest,
     ClientResponse,
+    ClientResponses,
     Forward,
     Fragment,
     WireMessage,
@@ -63,9 +65,11 @@ __all__ = [
     "MAX_FRAGMENTS",
     "RAFT_TYPES",
     "Ack",
+    "ClientBatch",
     "ClientKind",
     "ClientRequest",
     "ClientResponse",
+    "ClientResponses",
     "DecodeResult",
     "Decoded",
     "DropReason",

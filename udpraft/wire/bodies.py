@@ -24,6 +24,10 @@ layout's header against ~43 us for JSON rows plus base64 decoding.
     ClientRequest        [req_id, client_id, body, [blob_len, ...]] + blobs
     ClientResponse       [req_id, ok, body, leader_hint, [blob_len, ...]] + blobs
     Forward              [host, port, kind, req_id, client_id, body, [blob_len, ...]] + blobs
+    ClientBatch          [kind, req_id, client_id, body, [blob_len, ...], kind, ...] (five
+                         fields per request, flat) + every request's blobs, in order
+    ClientResponses      [kind, req_id, ok, body, leader_hint, [blob_len, ...], kind, ...]
+                         (six fields per response, flat) + every response's blobs
     Ack                  [incarnation, [lo, hi, lo, hi, ...]]
     Fragment             [group_id, index, count, total_len] + chunk
     SnapshotChunk        [term, index, snap_term, offset, total, checksum] + data
@@ -71,9 +75,11 @@ from udpraft.wire.messages import (
     REQUEST_TYPES,
     RESPONSE_TYPES,
     Ack,
+    ClientBatch,
     ClientKind,
     ClientRequest,
     ClientResponse,
+    ClientResponses,
     Forward,
     Fragment,
     SnapshotAck,
@@ -90,6 +96,7 @@ MAX_ACK_RANGES = 1024
 MAX_FRAGMENTS = 65_535
 MAX_FRAGMENT_TOTAL = 1 << 31
 MAX_CHECKSUM_CHARS = 64
+MAX_BATCH_MESSAGES = 4096  # requests in a ClientBatch, responses in a ClientResponses
 _SNAPSHOT_STATUS = {int(v): v for v in SnapshotStatus}
 
 RAFT_TYPES: dict[type, MsgType] = {
@@ -160,6 +167,22 @@ def _split_blobs(lens: Any, blob: bytes, what: str) -> tuple[bytes, ...]:
     return tuple(out)
 
 
+def _take_blobs(lens: Any, blob: bytes, pos: int, what: str) -> tuple[tuple[bytes, ...], int]:
+    """The blobs ``lens`` names, read from ``blob`` at ``pos``; (blobs, position after)."""
+    if type(lens) is not list or len(lens) > MAX_BLOBS:
+        raise BodyError(DropReason.BAD_BODY, what + ".blobs")
+    out = []
+    for n in lens:
+        if type(n) is not int or n < 0:
+            raise BodyError(DropReason.BAD_FIELD, what + ".blob_len")
+        end = pos + n
+        if end > len(blob):
+            raise BodyError(DropReason.BAD_FIELD, what + ".blob_total")
+        out.append(blob[pos:end])
+        pos = end
+    return tuple(out), pos
+
+
 def _body_dict(v: Any, what: str) -> dict[str, Any]:
     if type(v) is not dict:
         raise BodyError(DropReason.BAD_FIELD, what)
@@ -203,6 +226,7 @@ def _no_setter(obj: Entry, value: Any) -> None:  # placeholder when _SETTERS is 
 
 _KINDS: dict[Any, EntryKind] = {int(k): k for k in EntryKind}
 _CLIENT_KINDS = frozenset(int(k) for k in ClientKind)
+_KIND_OF = {int(k): k for k in ClientKind}
 _ENTRY_ROW = attrgetter("term", "kind", "client_id", "seq", "ts_ms")
 _ENTRY_INDEX = attrgetter("index")
 _ENTRY_DATA = attrgetter("data")
@@ -560,6 +584,85 @@ def _response_codec(mtype: MsgType, kind: ClientKind) -> Codec:
     return Codec(mtype, False, enc, dec)
 
 
+def _kind(v: Any) -> ClientKind:
+    if type(v) is not int or v not in _CLIENT_KINDS:
+        raise BodyError(DropReason.BAD_FIELD, "kind")
+    return _KIND_OF[v]
+
+
+def _batch_shape(h: Any, width: int, what: str) -> list[Any]:
+    if type(h) is not list or not h or len(h) % width or len(h) > width * MAX_BATCH_MESSAGES:
+        raise BodyError(DropReason.BAD_BODY, what)
+    return h
+
+
+def _enc_client_batch(m: ClientBatch) -> tuple[bytes, Sequence[bytes]]:
+    if not 0 < len(m.requests) <= MAX_BATCH_MESSAGES:
+        raise EncodeError(f"ClientBatch: 1..{MAX_BATCH_MESSAGES} requests")
+    head: list[Any] = []
+    parts: list[bytes] = []
+    for r in m.requests:
+        if type(r) is not ClientRequest:
+            raise EncodeError("ClientBatch: requests must be ClientRequest")
+        blobs = _blob_parts(r.blobs, "ClientBatch")
+        head += (int(r.kind), r.req_id, r.client_id, r.body, list(map(len, blobs)))
+        parts += blobs
+    return _dumps(head, "ClientBatch"), parts
+
+
+def _dec_client_batch(h: Any, blob: bytes, sender: str, dst: str) -> WireMessage:
+    _batch_shape(h, 5, "ClientBatch")
+    out = []
+    pos = 0
+    for i in range(0, len(h), 5):
+        kind, req_id, client_id, body, lens = h[i : i + 5]
+        blobs, pos = _take_blobs(lens, blob, pos, "ClientBatch")
+        out.append(ClientRequest(
+            _kind(kind),
+            _int(req_id, "req_id"),
+            _str(client_id, MAX_CLIENT_ID_CHARS, "client_id"),
+            _body_dict(body, "body"),
+            blobs,
+        ))  # fmt: skip
+    if pos != len(blob):
+        raise BodyError(DropReason.BAD_FIELD, "ClientBatch.blob_total")
+    return ClientBatch(tuple(out))
+
+
+def _enc_client_responses(m: ClientResponses) -> tuple[bytes, Sequence[bytes]]:
+    if not 0 < len(m.responses) <= MAX_BATCH_MESSAGES:
+        raise EncodeError(f"ClientResponses: 1..{MAX_BATCH_MESSAGES} responses")
+    head: list[Any] = []
+    parts: list[bytes] = []
+    for r in m.responses:
+        if type(r) is not ClientResponse:
+            raise EncodeError("ClientResponses: responses must be ClientResponse")
+        blobs = _blob_parts(r.blobs, "ClientResponses")
+        head += (int(r.kind), r.req_id, r.ok, r.body, r.leader_hint, list(map(len, blobs)))
+        parts += blobs
+    return _dumps(head, "ClientResponses"), parts
+
+
+def _dec_client_responses(h: Any, blob: bytes, sender: str, dst: str) -> WireMessage:
+    _batch_shape(h, 6, "ClientResponses")
+    out = []
+    pos = 0
+    for i in range(0, len(h), 6):
+        kind, req_id, ok, body, hint, lens = h[i : i + 6]
+        blobs, pos = _take_blobs(lens, blob, pos, "ClientResponses")
+        out.append(ClientResponse(
+            _kind(kind),
+            _int(req_id, "req_id"),
+            _bool(ok, "ok"),
+            _body_dict(body, "body"),
+            _str(hint, MAX_STR_CHARS, "leader_hint"),
+            blobs,
+        ))  # fmt: skip
+    if pos != len(blob):
+        raise BodyError(DropReason.BAD_FIELD, "ClientResponses.blob_total")
+    return ClientResponses(tuple(out))
+
+
 def _enc_forward(m: Forward) -> tuple[bytes, Sequence[bytes]]:
     r = m.request
     parts = _blob_parts(r.blobs, "Forward")
@@ -668,6 +771,10 @@ def _build_codecs() -> tuple[dict[type, Codec], dict[int, Codec]]:
     by_cls[Ack] = Codec(MsgType.ACK, False, _enc_ack, _dec_ack)
     by_cls[Fragment] = Codec(MsgType.FRAGMENT, False, _enc_fragment, _dec_fragment)
     by_cls[Forward] = Codec(MsgType.FORWARD, False, _enc_forward, _dec_forward)
+    by_cls[ClientBatch] = Codec(MsgType.CLIENT_BATCH, False, _enc_client_batch, _dec_client_batch)
+    by_cls[ClientResponses] = Codec(
+        MsgType.CLIENT_BATCH_RESP, False, _enc_client_responses, _dec_client_responses
+    )
     by_cls[SnapshotChunk] = Codec(
         MsgType.SNAPSHOT_CHUNK, False, _enc_snapshot_chunk, _dec_snapshot_chunk
     )

@@ -94,6 +94,8 @@ class MsgType(IntEnum):
     CLIENT_STATUS_RESP = 69
     CLIENT_READ = 70
     CLIENT_READ_RESP = 71
+    CLIENT_BATCH = 72  # requests of several client sessions sharing one socket
+    CLIENT_BATCH_RESP = 73  # answers to several requests sent to one client address
     FORWARD = 80
     # snapshot transfer (leader -> lagging follower, beside Raft's InstallSnapshot)
     SNAPSHOT_CHUNK = 96

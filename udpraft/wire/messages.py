@@ -65,6 +65,26 @@ class ClientResponse:
 
 
 @dataclass(frozen=True, slots=True)
+class ClientBatch:
+    """Requests of several client sessions that share one socket, in one datagram.
+
+    Each request keeps its own client id, sequence numbers and request id, so the node
+    handles it exactly as if it had come alone (exactly-once is per session, not per
+    datagram). A node that received a batch from an address may answer several requests
+    to that address in one :class:`ClientResponses`.
+    """
+
+    requests: tuple[ClientRequest, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ClientResponses:
+    """Several answers to one client address (a socket that sent a :class:`ClientBatch`)."""
+
+    responses: tuple[ClientResponse, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Forward:
     """A follower relays a client request to the leader, naming the client's address.
 
@@ -143,4 +163,5 @@ class SnapshotAck:
 
 WireMessage = (
     Message | Ack | Fragment | ClientRequest | ClientResponse | Forward | SnapshotChunk | SnapshotAck
+    | ClientBatch | ClientResponses
 )
