@@ -550,3 +550,25 @@ def test_dump_header() -> None:
     info = dump_header(wire)
     assert info is not None and info["msg_id"] == 42 and info["type"] is MsgType.HEARTBEAT
     assert dump_header(b"short") is None
+
+
+@pytest.mark.parametrize("payload", [10, 3_900, 4_200, 40_000])
+def test_both_macs_authenticate_and_reject_a_flip(payload: int) -> None:
+    # Small datagrams carry a BLAKE2b tag, from LARGE_SIGNED bytes on an HMAC-SHA256 one.
+    import hashlib
+    import hmac
+
+    from udpraft.wire.envelope import LARGE_SIGNED, TAG_SIZE
+
+    ents = [Entry(1, 1, b"x" * payload)]
+    msg = cm.AppendEntries("n1", "n2", 1, 0, 0, tuple(ents), 0)
+    data = encode(msg, N1, msg_id=9)
+    assert isinstance(decode(data, N2), Decoded)
+    signed = data[:-TAG_SIZE]
+    hkey = hashlib.blake2b(SECRET, digest_size=32, person=b"udpraft/hmac/v1").digest()
+    is_hmac = hmac.digest(hkey, signed, "sha256")[:TAG_SIZE] == data[-TAG_SIZE:]
+    assert is_hmac == (len(signed) >= LARGE_SIGNED)
+    for pos in (HEADER_SIZE + 2, len(data) // 2, len(data) - 1):
+        bad = bytearray(data)
+        bad[pos] ^= 0x10
+        assert decode(bytes(bad), N2) == Dropped(DropReason.BAD_TAG)

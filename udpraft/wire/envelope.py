@@ -17,7 +17,8 @@ A datagram is ``header | sender | dst | body | tag``::
     31      n     sender id        UTF-8
     31+n    m     dst id           UTF-8
     ...           body             see bodies.py
-    -16     16    tag              keyed BLAKE2b-128 over every byte before it
+    -16     16    tag              a MAC over every byte before it: keyed BLAKE2b-128
+                                   below LARGE_SIGNED bytes, else HMAC-SHA256 cut to 128
 
 The header is one ``struct`` call each way. Cheap structural checks (size, magic, version,
 cluster) run first so stray traffic is rejected without hashing; then the tag is checked
@@ -29,6 +30,13 @@ The keyed hash state is built once per context and ``copy()``-ed per datagram: k
 processes a whole 128-byte block, copying a ready state does not. A secret longer than
 BLAKE2b's 64-byte key limit is first hashed down to 64 bytes.
 
+Two MACs, chosen by the signed length (so sender and receiver always agree): CPython's
+BLAKE2b is the cheaper call for small datagrams (0.5 us at 100 bytes against 1.2 us for
+HMAC), but OpenSSL's SHA-256 runs on the CPU's SHA extensions and signs a 48 KB append in
+30 us against BLAKE2b's 70 us — a tenth of a 1 KB-payload leader's CPU. Both keys derive
+from the secret with distinct personalisations; both are standard PRF-based MACs, so a tag
+of either kind cannot be forged without the secret.
+
 Everything here is pure: no sockets, clocks or randomness (the caller picks the incarnation,
 e.g. with :func:`new_incarnation` and a seeded ``random.Random``).
 """
@@ -36,6 +44,7 @@ e.g. with :func:`new_incarnation` and a seeded ``random.Random``).
 from __future__ import annotations
 
 import hashlib
+import hmac
 import random
 import struct
 from dataclasses import dataclass, field
@@ -57,12 +66,14 @@ HARD_MAX_DATAGRAM = 65_507  # IPv4: 65,535 - 20 (IP) - 8 (UDP); one byte more is
 MIN_MAX_DATAGRAM = 512  # below this a fragment could not carry a useful chunk
 DEFAULT_MAX_MESSAGE = 16 * 1024 * 1024  # largest message carried in fragments
 MIN_DATAGRAM_SIZE = HEADER_SIZE + 1 + BODY_LEN.size + TAG_SIZE  # 1-byte sender, empty header
+LARGE_SIGNED = 4096  # from this many signed bytes on, the tag is HMAC-SHA256 (see above)
 
 FLAG_ACK_REQUESTED = 0x01  # the receiver must acknowledge this message id (reliable channel)
 FLAG_INNER = 0x02  # this datagram was carried inside FRAGMENTs; never valid on its own
 KNOWN_FLAGS = FLAG_ACK_REQUESTED | FLAG_INNER
 
 _TAG_PERSON = b"udpraft/wire/v1"
+_HMAC_PERSON = b"udpraft/hmac/v1"
 _CLUSTER_PERSON = b"udpraft/cluster"
 
 
@@ -162,6 +173,7 @@ class WireContext:
     cluster: bytes = field(init=False, repr=False, compare=False)
     sender_bytes: bytes = field(init=False, repr=False, compare=False)
     _mac: Any = field(init=False, repr=False, compare=False)  # a keyed hashlib.blake2b
+    _hmac: Any = field(init=False, repr=False, compare=False)  # an hmac.HMAC (SHA-256)
 
     def __post_init__(self) -> None:
         if not isinstance(self.secret, bytes) or not self.secret:
@@ -182,12 +194,14 @@ class WireContext:
         object.__setattr__(
             self, "_mac", hashlib.blake2b(key=key, digest_size=TAG_SIZE, person=_TAG_PERSON)
         )
+        hkey = hashlib.blake2b(self.secret, digest_size=32, person=_HMAC_PERSON).digest()
+        object.__setattr__(self, "_hmac", hmac.new(hkey, digestmod="sha256"))
 
     def tag(self, signed: bytes | memoryview) -> bytes:
         """The authentication tag of ``signed`` (every byte of a datagram before its tag)."""
-        mac = self._mac.copy()
+        mac = (self._hmac if len(signed) >= LARGE_SIGNED else self._mac).copy()
         mac.update(signed)
-        digest: bytes = mac.digest()
+        digest: bytes = mac.digest()[:TAG_SIZE]
         return digest
 
     def overhead(self, dst: str = "") -> int:
