@@ -8,7 +8,9 @@ each (batched into few datagrams) until N submits committed; then it waits until
 has applied them all, lets the nodes settle for ``--settle-s`` and reads every node's RSS
 (``VmRSS``) and peak RSS (``VmHWM``, the kernel's high-water mark over the process's life)
 from ``/proc``. With ``--restart`` it then restarts one follower (``n3`` when it is not the
-leader), so the figure includes recovery: reading the whole log back from disk. Every
+leader), so the figure includes recovery: reading the whole log back from disk (straight
+into compact columns, see storage/file.py), and reports how long until it answered a status
+request (``restart_up_s``) and until it had applied everything again. Every
 process is stopped by PID at the end. The last line (INTERFACE.md):
 ``udpraft memory nodes=3 entries=N payload=10 max_rss_mb=X max_peak_rss_mb=Y ...``.
 """
@@ -132,8 +134,10 @@ def main(argv: list[str] | None = None) -> int:
                 t0 = time.perf_counter()
                 c.start(nid)
                 c.wait_up(60)
+                up = time.perf_counter() - t0
                 wait_applied(c, target, 120.0)
-                restarted = {"node": nid, "catch_up_s": round(time.perf_counter() - t0, 2),
+                restarted = {"node": nid, "up_s": round(up, 2),
+                             "catch_up_s": round(time.perf_counter() - t0, 2),
                              **measure(c)[nid]}
         finally:
             c.stop_all()
@@ -147,10 +151,13 @@ def main(argv: list[str] | None = None) -> int:
               f"rss {after[nid]['rss_mb']} MB, peak {after[nid]['peak_rss_mb']} MB")
     extra = ""
     if restarted:
-        print(f"# restarted {restarted['node']}: caught up in {restarted['catch_up_s']} s, "
-              f"rss {restarted['rss_mb']} MB, peak {restarted['peak_rss_mb']} MB")
+        print(f"# restarted {restarted['node']}: answering status after {restarted['up_s']} s"
+              f" (log recovered), caught up (applied everything again) in"
+              f" {restarted['catch_up_s']} s, rss {restarted['rss_mb']} MB,"
+              f" peak {restarted['peak_rss_mb']} MB")
         extra = (f" restart_rss_mb={restarted['rss_mb']}"
-                 f" restart_peak_rss_mb={restarted['peak_rss_mb']}")
+                 f" restart_peak_rss_mb={restarted['peak_rss_mb']}"
+                 f" restart_up_s={restarted['up_s']} restart_catch_up_s={restarted['catch_up_s']}")
     max_rss = max(m["rss_mb"] for m in after.values())
     max_peak = max(m["peak_rss_mb"] for m in after.values())
     print(f"udpraft memory nodes={a.nodes} entries={done} payload={a.payload} "

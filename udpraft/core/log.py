@@ -23,14 +23,21 @@ starts at ``base`` (slot 0 holds the entry at ``base``, or the sentinel when ``b
 offset``) and entry ``i <= base`` is rebuilt from the columns on demand: only a lagging
 follower, a restart's first apply or a client's retrieve reads that far back. Every method
 answers the same whichever side an entry is on.
+
+Recovery (memory). A store can hand its log over as ``EntryColumns``: a read-only
+``Sequence[Entry]`` over ``ColdEntries`` columns it filled straight from disk, so a
+restarted node never holds every entry as an object. Slicing it shares the columns;
+``RaftLog(columns)`` takes them over as its cold prefix (rebuilding only the last
+``hot_entries`` as objects), after which every view of those columns refuses use.
 """
 
 from __future__ import annotations
 
 from array import array
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from itertools import accumulate
 from operator import attrgetter
+from typing import overload
 
 from udpraft.core.types import Entry, EntryKind
 
@@ -112,6 +119,21 @@ class ColdEntries:
         self.ends.extend(ends)
         self.data += b"".join(datas)
 
+    def intern(self, cid: str) -> str:
+        """The client id object these columns share for ``cid``."""
+        return self._ids.setdefault(cid, cid)
+
+    def append(self, term: int, kind: int, cid: str, seq: int, ts: int,
+               data: bytes | bytearray | memoryview) -> None:
+        """Append one entry given by its fields (a store filling columns from disk)."""
+        self.terms.append(term)
+        self.kinds.append(kind)
+        self.seqs.append(seq)
+        self.ts.append(ts)
+        self.cids.append(self._ids.setdefault(cid, cid))
+        self.data += data
+        self.ends.append(len(self.data))
+
     def term(self, index: int) -> int:
         return self.terms[index - self.first]
 
@@ -181,6 +203,82 @@ class ColdEntries:
         return -1 if k < 0 else self.first + k
 
 
+class EntryColumns(Sequence[Entry]):
+    """A read-only run of consecutive entries backed by ``ColdEntries`` columns.
+
+    What a store's ``load`` hands over instead of a list of objects (see the module doc):
+    indexing builds one ``Entry``, iterating builds them a chunk at a time, a slice (step 1)
+    is another view of the same columns. Compares equal to any list or tuple of equal
+    entries. ``take`` gives the columns themselves away (``RaftLog`` does); from then on
+    every view sharing them raises ``RuntimeError``.
+    """
+
+    __slots__ = ("_box", "_lo", "_n")
+
+    def __init__(self, cols: ColdEntries, _box: list[ColdEntries | None] | None = None,
+                 _lo: int = 0, _n: int | None = None) -> None:
+        self._box: list[ColdEntries | None] = [cols] if _box is None else _box
+        self._lo = _lo  # position of this view's first entry in the columns
+        self._n = len(cols) if _n is None else _n
+
+    def _cols(self) -> ColdEntries:
+        cols = self._box[0]
+        if cols is None:
+            raise RuntimeError("these entry columns were handed over to a RaftLog")
+        return cols
+
+    @property
+    def first_index(self) -> int:
+        """Index of the first entry (of the entry that would be first, when empty)."""
+        return self._cols().first + self._lo
+
+    def __len__(self) -> int:
+        return self._n
+
+    @overload
+    def __getitem__(self, i: int) -> Entry: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> Sequence[Entry]: ...
+
+    def __getitem__(self, i: int | slice) -> Entry | Sequence[Entry]:
+        if isinstance(i, slice):
+            a, b, step = i.indices(self._n)
+            if step != 1:
+                return list(self)[i]
+            return EntryColumns(self._cols(), self._box, self._lo + a, max(0, b - a))
+        if i < 0:
+            i += self._n
+        if not 0 <= i < self._n:
+            raise IndexError("entry position out of range")
+        return self._cols().entry(self.first_index + i)
+
+    def __iter__(self) -> Iterator[Entry]:
+        first = self.first_index
+        end = first + self._n
+        for lo in range(first, end, 4096):
+            yield from self._cols().entries(lo, min(lo + 4096, end))
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, EntryColumns | list | tuple):
+            return NotImplemented
+        return len(self) == len(other) and all(a == b for a, b in zip(self, other, strict=True))
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"EntryColumns({self.first_index}..{self.first_index + self._n - 1})"
+
+    def take(self) -> ColdEntries:
+        """The columns cut to exactly this view's entries; every view is void after."""
+        cols = self._cols()
+        self._box[0] = None
+        first = cols.first + self._lo
+        cols.truncate(first + self._n)
+        cols.drop_through(first - 1)
+        return cols
+
+
 class RaftLog:
     __slots__ = (
         "_base",
@@ -209,12 +307,16 @@ class RaftLog:
         self._cold = ColdEntries(offset + 1)
         self._base = offset
         self._entries: list[Entry] = [Entry(offset, offset_term)]
-        expect = offset + 1
-        for e in entries:
-            if e.index != expect:
-                raise ValueError(f"log entries not contiguous: expected {expect}, got {e.index}")
-            expect += 1
-        self._entries.extend(entries)
+        if isinstance(entries, EntryColumns):
+            self._adopt(entries)
+        else:
+            expect = offset + 1
+            for e in entries:
+                if e.index != expect:
+                    raise ValueError(
+                        f"log entries not contiguous: expected {expect}, got {e.index}")
+                expect += 1
+            self._entries.extend(entries)
         self.committed = offset
         self.applied = offset
         self.applying = offset
@@ -222,6 +324,23 @@ class RaftLog:
         self.unstable_from = self.last_index() + 1
         # A recovered log is durable: keep only its tail as objects (see the module doc).
         self._freeze_to(self.last_index() - self.hot_entries)
+
+    def _adopt(self, entries: EntryColumns) -> None:
+        """Take a store's recovered columns over as the cold prefix (see the module doc)."""
+        if entries and entries.first_index != self.offset + 1:
+            raise ValueError(
+                f"log entries not contiguous: expected {self.offset + 1}, "
+                f"got {entries.first_index}")
+        cols = entries.take()
+        last = self.offset + len(cols)
+        base = max(self.offset, last - self.hot_entries)
+        if base > self.offset:
+            self._entries = [cols.entry(base), *cols.entries(base + 1, last + 1)]
+            cols.truncate(base + 1)
+            self._cold = cols
+            self._base = base
+        else:
+            self._entries.extend(cols.entries(self.offset + 1, last + 1))
 
     # -- queries -------------------------------------------------------------------------
 

@@ -48,6 +48,7 @@ import logging
 import os
 import re
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from udpraft.core.types import NO_SNAPSHOT, Entry, HardState, SnapshotMeta
@@ -260,7 +261,7 @@ class SnapshotStore:
 class Recovered:
     hard_state: HardState
     snapshot: SnapshotMeta
-    entries: list[Entry]  # the log after the snapshot
+    entries: Sequence[Entry]  # the log after the snapshot (maybe ``EntryColumns``: a view)
     body: bytes | None  # the state machine at the snapshot, None without one
 
 

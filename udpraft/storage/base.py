@@ -48,8 +48,11 @@ class CorruptLogError(StorageError):
 class LogStore(Protocol):
     """A durable Raft log plus hard state. Implementations: memory, file (WAL), sqlite."""
 
-    def load(self) -> tuple[HardState, list[Entry]]:
-        """The hard state and every entry ``first_index()..last_index()``, in order."""
+    def load(self) -> tuple[HardState, Sequence[Entry]]:
+        """The hard state and every entry ``first_index()..last_index()``, in order.
+
+        A list, or (file, sqlite) a compact read-only ``core.log.EntryColumns`` that
+        ``RaftLog`` takes over without building an object per entry."""
         ...
 
     def first_index(self) -> int:

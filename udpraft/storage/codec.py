@@ -14,6 +14,11 @@ WAL scanner looks for intact records behind a damaged one (see file.py). The har
 A WAL frame wraps one payload: ``length u32 | crc32c(payload) u32 | payload``. A batch is
 encoded into one ``bytes`` so the file backend can hand it to a single ``os.write``.
 
+Recovery reads many records at once: ``ColumnDecoder`` checks them and appends their fields
+straight to ``core.log.ColdEntries`` columns, with no ``Entry`` object per record; its
+``decode_run`` is the fast path (both headers in one unpack, the CRC in C) and leaves any
+record it does not like to ``check_frame`` and ``decode_into``, which say what is wrong.
+
 Decoders raise ``CodecError`` (a ``ValueError``) with a short reason; the caller knows the
 file and offset and turns it into a ``CorruptLogError``. Encoders raise ``ValueError`` for
 values that do not fit the format (negative numbers, a client id over 65,535 bytes, ...).
@@ -21,9 +26,12 @@ values that do not fit the format (negative numbers, a client id over 65,535 byt
 
 from __future__ import annotations
 
+import mmap
 import struct
+from array import array
 from collections.abc import Sequence
 
+from udpraft.core.log import ColdEntries
 from udpraft.core.types import Entry, EntryKind, HardState
 from udpraft.storage.crc32c import crc32c, crc32c_bytes
 
@@ -39,6 +47,10 @@ ENTRY_HEADER_SIZE = _ENTRY_HDR.size  # 40
 _HS_HDR = struct.Struct("<BQQH")
 _FRAME = struct.Struct("<II")
 FRAME_HEADER_SIZE = _FRAME.size  # 8
+_FRAME_ENTRY = struct.Struct("<II" + _ENTRY_HDR.format[1:])  # both headers, one unpack
+_FRAME_ENTRY_SIZE = _FRAME_ENTRY.size  # 48
+
+Buf = bytes | mmap.mmap  # what scans read: a segment's bytes, or the segment file mapped
 _KINDS = {k.value: k for k in EntryKind}
 
 
@@ -86,7 +98,7 @@ def decode_entry(buf: bytes, start: int = 0, end: int | None = None) -> Entry:
     return Entry(index, term, buf[p : p + data_len], kind_enum, client_id, seq, ts_ms)
 
 
-def entry_index_at(buf: bytes, start: int) -> int:
+def entry_index_at(buf: Buf, start: int) -> int:
     """The index field of an entry record starting at ``start`` (no validation)."""
     return int(_ENTRY_HDR.unpack_from(buf, start)[1])
 
@@ -161,17 +173,18 @@ def encode_frames(entries: Sequence[Entry]) -> tuple[bytes, list[int]]:
     return b"".join(parts), offsets
 
 
-class EntryDecoder:
-    """``decode_entry`` for a scan over many records: equal client ids and timestamps
-    decode to one shared object each (recovery holds every entry in memory at once)."""
+class ColumnDecoder:
+    """Decode a scan's entry records straight into ``ColdEntries`` columns (recovery): no
+    ``Entry`` object per record, and equal client ids decode to one shared ``str``."""
 
-    __slots__ = ("_cids", "_ts")
+    __slots__ = ("_cids", "cols")
 
-    def __init__(self) -> None:
+    def __init__(self, cols: ColdEntries) -> None:
+        self.cols = cols
         self._cids: dict[bytes, str] = {b"": ""}
-        self._ts: dict[int, int] = {}
 
-    def decode(self, buf: bytes, start: int, end: int) -> Entry:
+    def decode_into(self, buf: Buf, start: int, end: int, expected: int) -> None:
+        """Check the record ``buf[start:end]`` holds entry ``expected``, then append it."""
         if end - start < ENTRY_HEADER_SIZE:
             raise CodecError(f"entry record of {end - start} bytes is shorter than its header")
         tag, index, term, kind, seq, ts_ms, cid_len, data_len = _ENTRY_HDR.unpack_from(
@@ -181,27 +194,71 @@ class EntryDecoder:
             raise CodecError(f"unknown record tag 0x{tag:02x}")
         if ENTRY_HEADER_SIZE + cid_len + data_len != end - start:
             raise CodecError("entry lengths do not match the record size")
-        kind_enum = _KINDS.get(kind)
-        if kind_enum is None:
+        if kind not in _KINDS:
             raise CodecError(f"unknown entry kind {kind}")
+        if index != expected:
+            raise CodecError(f"entry index {index}, expected {expected}")
         p = start + ENTRY_HEADER_SIZE
-        raw = buf[p : p + cid_len]
+        q = p + cid_len
+        raw = buf[p:q]
         client_id = self._cids.get(raw)
         if client_id is None:
             try:
-                client_id = raw.decode("utf-8")
+                client_id = self.cols.intern(raw.decode("utf-8"))
             except UnicodeDecodeError:
                 raise CodecError("client id is not UTF-8") from None
             if len(self._cids) < 65_536:
                 self._cids[raw] = client_id
-        ts = self._ts.setdefault(ts_ms, ts_ms)
-        if len(self._ts) > 65_536:
-            self._ts.clear()
-        p += cid_len
-        return Entry(index, term, buf[p : p + data_len], kind_enum, client_id, seq, ts)
+        self.cols.append(term, kind, client_id, seq, ts_ms, buf[q:end])
+
+    def decode_run(
+        self, buf: Buf, pos: int, stop: int, expected: int, offsets: array[int]
+    ) -> tuple[int, int]:
+        """The fast path of a scan: append the frames from ``pos`` on (recording each
+        frame's offset) while each is intact, holds entry ``expected`` and a client id seen
+        before, until ``stop`` is reached. Returns the ``(pos, expected)`` it got to: any
+        frame it leaves is for ``check_frame`` and ``decode_into``, which say what is wrong
+        (or take it, when only its client id was new)."""
+        unpack = _FRAME_ENTRY.unpack_from
+        crc = _crc_value
+        cids = self._cids
+        kinds = _KINDS
+        cols = self.cols
+        t_add, k_add, s_add, ts_add, c_add = (
+            cols.terms.append, cols.kinds.append, cols.seqs.append, cols.ts.append,
+            cols.cids.append,
+        )
+        data = cols.data
+        e_add = cols.ends.append
+        o_add = offsets.append
+        n = len(buf)
+        while pos < stop and pos + _FRAME_ENTRY_SIZE <= n:
+            length, c, tag, index, term, kind, seq, ts, clen, dlen = unpack(buf, pos)
+            end = pos + FRAME_HEADER_SIZE + length
+            if (
+                tag != ENTRY_TAG or index != expected or length != ENTRY_HEADER_SIZE + clen + dlen
+                or end > n or length > PAYLOAD_BYTES_MAX or kind not in kinds
+            ):
+                break
+            p = pos + _FRAME_ENTRY_SIZE
+            q = p + clen
+            cid = cids.get(buf[p:q]) if clen else ""
+            if cid is None or crc(buf[pos + FRAME_HEADER_SIZE : end]) != c:
+                break
+            t_add(term)
+            k_add(kind)
+            s_add(seq)
+            ts_add(ts)
+            c_add(cid)
+            data += buf[q:end]
+            e_add(len(data))
+            o_add(pos)
+            expected += 1
+            pos = end
+        return pos, expected
 
 
-def check_frame(buf: bytes, pos: int, min_payload: int = 1) -> int:
+def check_frame(buf: Buf, pos: int, min_payload: int = 1) -> int:
     """Validate the frame at ``pos``; return the offset just past it.
 
     Raises ``CodecError`` if the header is cut off, the length is out of bounds or runs

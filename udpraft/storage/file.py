@@ -23,11 +23,14 @@ index, cuts that segment at the entry's offset with ``ftruncate``, and makes bot
 the old suffix on disk, a log that never existed, and this node would wrongly acknowledge
 entries it does not hold.
 
-Recovery scans segments in order and checks every frame's CRC, that its record decodes,
-that indexes run on by one within and across segments (file names included). A damaged
-frame in the last segment is a torn write from a crash only if no intact record follows
-it: then the tail is cut off (``ftruncate`` + ``fdatasync``) and a warning names the file
-and offset. A damaged frame anywhere else, or one followed by an intact record, raises
+Recovery scans segments in order (each one mapped, the pages behind the scan released every
+few MiB) and decodes the records straight into compact columns (``core.log.ColdEntries``),
+never one ``Entry`` object per entry: ``load`` hands them over as an ``EntryColumns``
+sequence that ``RaftLog`` adopts as its cold prefix, so a restart costs about what the
+running node holds. It checks every frame's CRC, that its record decodes, that indexes run
+on by one within and across segments (file names included). A damaged frame in the last
+segment is a torn write from a crash only if no intact record follows it: then the tail is
+cut off (``ftruncate`` + ``fdatasync``) and a warning names the file and offset. A damaged frame anywhere else, or one followed by an intact record, raises
 ``CorruptLogError`` with the file and offset: it is the disk, not a crash, and recovery
 must not quietly drop synced entries. Nor may a "torn tail" reach back to an entry at or
 below the durable hard state's commit index: ``sync`` makes the log durable before the hard
@@ -53,13 +56,15 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import mmap
 import os
 import re
 from array import array
 from bisect import bisect_right
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
+from udpraft.core.log import ColdEntries, EntryColumns
 from udpraft.core.types import EMPTY_HARD_STATE, Entry, HardState
 from udpraft.storage._fs import fdatasync, fsync_dir, lock_file, make_dirs
 from udpraft.storage.base import CorruptLogError, StorageError, check_append, clamp_compact
@@ -67,8 +72,9 @@ from udpraft.storage.codec import (
     ENTRY_HEADER_SIZE,
     ENTRY_TAG,
     FRAME_HEADER_SIZE,
+    Buf,
     CodecError,
-    EntryDecoder,
+    ColumnDecoder,
     check_frame,
     encode_frames,
     entry_index_at,
@@ -102,13 +108,13 @@ class _Segment:
 
 @dataclass(slots=True)
 class _Scan:
-    entries: list[Entry]
+    entries: ColdEntries  # every segment scanned so far, this one's entries last
     offsets: array[int]
     end: int  # offset just past the last good frame
     damage: str | None  # why the scan stopped early (torn tail), else None
 
 
-def _find_intact_record(buf: bytes, after: int, min_index: int) -> int | None:
+def _find_intact_record(buf: Buf, after: int, min_index: int) -> int | None:
     """Offset of an intact entry frame starting after ``after`` with index >= min_index."""
     i = buf.find(_TAG, after + 1 + FRAME_HEADER_SIZE)
     while i != -1:
@@ -124,15 +130,32 @@ def _find_intact_record(buf: bytes, after: int, min_index: int) -> int | None:
     return None
 
 
-def scan_segment(path: str, buf: bytes, first_index: int, allow_torn_tail: bool) -> _Scan:
-    """Decode every frame of one segment; see the module comment for the damage rules."""
-    entries: list[Entry] = []
+_WINDOW = 4 << 20  # a scan lets go of the mapped pages behind it every this many bytes
+_DONTNEED: int | None = getattr(mmap, "MADV_DONTNEED", None)  # Linux, most Unixes
+
+
+def scan_segment(
+    path: str, buf: Buf, first_index: int, allow_torn_tail: bool,
+    decoder: ColumnDecoder | None = None, release: Callable[[int], None] | None = None,
+) -> _Scan:
+    """Check every frame of one segment and append its entries to ``decoder``'s columns
+    (fresh ones from ``first_index`` when None); see the module comment for the damage
+    rules. On a torn tail the columns end with the last intact entry. ``release(pos)`` is
+    told, every few MiB, that the bytes before ``pos`` are done with."""
+    if decoder is None:
+        decoder = ColumnDecoder(ColdEntries(first_index))
     offsets: array[int] = array("Q")
-    decode = EntryDecoder().decode
     expected = first_index
     pos = 0
     n = len(buf)
     while pos < n:
+        stop = min(n, pos + _WINDOW)
+        pos, expected = decoder.decode_run(buf, pos, stop, expected, offsets)
+        if release is not None:
+            release(pos)
+        if pos >= stop:
+            continue
+        # The fast path stopped short of ``stop``: this frame needs the careful look.
         try:
             end = check_frame(buf, pos, ENTRY_HEADER_SIZE)
         except CodecError as exc:
@@ -143,23 +166,51 @@ def scan_segment(path: str, buf: bytes, first_index: int, allow_torn_tail: bool)
                 raise CorruptLogError(
                     path, pos, f"{exc.reason}, yet an intact record follows at offset {intact}"
                 ) from None
-            return _Scan(entries, offsets, pos, exc.reason)
+            return _Scan(decoder.cols, offsets, pos, exc.reason)
         try:
-            entry = decode(buf, pos + FRAME_HEADER_SIZE, end)
+            decoder.decode_into(buf, pos + FRAME_HEADER_SIZE, end, expected)
         except CodecError as exc:  # the CRC matched, so this was written like this
             raise CorruptLogError(path, pos, exc.reason) from None
-        if entry.index != expected:
-            raise CorruptLogError(path, pos, f"entry index {entry.index}, expected {expected}")
-        entries.append(entry)
         offsets.append(pos)
         expected += 1
         pos = end
-    return _Scan(entries, offsets, pos, None)
+    return _Scan(decoder.cols, offsets, pos, None)
 
 
 def _read_file(path: str, size: int | None = None) -> bytes:
     with open(path, "rb") as f:
         return f.read() if size is None else f.read(size)
+
+
+@contextlib.contextmanager
+def _mapped(path: str, size: int | None = None) -> Iterator[tuple[Buf, Callable[[int], None]]]:
+    """The segment file (its first ``size`` bytes) mapped read-only, and a ``release(pos)``
+    that drops the pages before ``pos`` from this process: a scan then holds a few MiB of
+    the file at a time, not the whole segment."""
+    with open(path, "rb") as f:
+        if size is None:
+            size = os.fstat(f.fileno()).st_size
+        if size == 0:
+            yield b"", lambda pos: None
+            return
+        try:
+            mm = mmap.mmap(f.fileno(), size, access=mmap.ACCESS_READ)
+        except ValueError:  # the file is shorter than ``size``
+            yield _read_file(path, size), lambda pos: None
+            return
+    done = 0
+
+    def release(pos: int) -> None:
+        nonlocal done
+        upto = pos - pos % mmap.PAGESIZE
+        if upto > done and _DONTNEED is not None:
+            mm.madvise(_DONTNEED, done, upto - done)
+            done = upto
+
+    try:
+        yield mm, release
+    finally:
+        mm.close()
 
 
 class FileLogStore:
@@ -180,7 +231,7 @@ class FileLogStore:
         self._hs_pending: HardState | None = None
         self._hs = EMPTY_HARD_STATE
         self._segments: list[_Segment] = []
-        self._recovered: list[Entry] | None = None  # handed out by the first load()
+        self._recovered: EntryColumns | None = None  # handed out by the first load()
         try:
             self._open()
         except BaseException:
@@ -214,15 +265,15 @@ class FileLogStore:
                 )
             path = os.path.join(self._dir, segment_name(1))
             self._segments = [_Segment(1, path, array("Q"), 0)]
-            self._recovered = []
+            self._recovered = EntryColumns(ColdEntries(1))
             self._fd = self._open_segment(path, create=True)
             return
         self._segments, self._recovered = self._recover(files)
         self._fd = self._open_segment(self._segments[-1].path, create=False)
 
-    def _recover(self, files: list[tuple[int, str]]) -> tuple[list[_Segment], list[Entry]]:
+    def _recover(self, files: list[tuple[int, str]]) -> tuple[list[_Segment], EntryColumns]:
         segments: list[_Segment] = []
-        entries: list[Entry] = []
+        decoder = ColumnDecoder(ColdEntries(files[0][0]))
         for i, (first, path) in enumerate(files):
             if first < 1:
                 raise CorruptLogError(path, 0, "segment named for index 0")
@@ -234,7 +285,9 @@ class FileLogStore:
                     " (a segment is missing or stray)",
                 )
             last = i == len(files) - 1
-            scan = scan_segment(path, _read_file(path), first, allow_torn_tail=last)
+            with _mapped(path) as (buf, release):
+                scan = scan_segment(path, buf, first, allow_torn_tail=last, decoder=decoder,
+                                    release=release)
             if scan.damage is not None:
                 kept = first + len(scan.offsets) - 1
                 if kept < self._hs.commit:
@@ -257,8 +310,7 @@ class FileLogStore:
                 )
                 self._truncate_file(path, scan.end)
             segments.append(_Segment(first, path, scan.offsets, scan.end))
-            entries.extend(scan.entries)
-        return segments, entries
+        return segments, EntryColumns(decoder.cols)
 
     @staticmethod
     def _truncate_file(path: str, size: int) -> None:
@@ -286,19 +338,20 @@ class FileLogStore:
         if self._failed is not None:
             raise StorageError(f"log store {self._dir} failed earlier: {self._failed!r}")
 
-    def load(self) -> tuple[HardState, list[Entry]]:
+    def load(self) -> tuple[HardState, EntryColumns]:
+        """The hard state and the log as compact columns (``EntryColumns``), not objects."""
         self._check()
         if self._recovered is not None:
             entries, self._recovered = self._recovered, None
             return self._hs, entries
-        entries = []
+        decoder = ColumnDecoder(ColdEntries(self.first_index()))
         for seg in self._segments:  # re-read what we wrote; any damage now is corruption
-            buf = _read_file(seg.path, seg.size)
-            scan = scan_segment(seg.path, buf, seg.first_index, allow_torn_tail=False)
+            with _mapped(seg.path, seg.size) as (buf, release):
+                scan = scan_segment(seg.path, buf, seg.first_index, allow_torn_tail=False,
+                                    decoder=decoder, release=release)
             if len(scan.offsets) != len(seg.offsets):
                 raise CorruptLogError(seg.path, scan.end, "segment shorter than written")
-            entries.extend(scan.entries)
-        return self._hs, entries
+        return self._hs, EntryColumns(decoder.cols)
 
     def first_index(self) -> int:
         return self._segments[0].first_index

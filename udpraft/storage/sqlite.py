@@ -26,6 +26,7 @@ import os
 import sqlite3
 from collections.abc import Sequence
 
+from udpraft.core.log import ColdEntries, EntryColumns
 from udpraft.core.types import Entry, EntryKind, HardState
 from udpraft.storage._fs import lock_file, make_dirs
 from udpraft.storage.base import CorruptLogError, StorageError, check_append, clamp_compact
@@ -139,23 +140,27 @@ class SqliteLogStore:
         if not self._db.in_transaction:
             self._db.execute("BEGIN IMMEDIATE")
 
-    def load(self) -> tuple[HardState, list[Entry]]:
+    def load(self) -> tuple[HardState, EntryColumns]:
+        """The hard state and the log as compact columns (``EntryColumns``): rows go
+        straight into them, never one ``Entry`` object per row."""
         self._check()
-        entries: list[Entry] = []
+        cols = ColdEntries(self._first)
+        add = cols.append
         expected = self._first
         try:
             rows = self._db.execute(
                 "SELECT idx, term, kind, client_id, seq, ts_ms, data FROM log ORDER BY idx"
             )
             for idx, term, kind, client_id, seq, ts_ms, data in rows:
-                kind_enum = _KINDS.get(kind)
-                if idx != expected or kind_enum is None:
+                if idx != expected or kind not in _KINDS:
                     raise CorruptLogError(self._path, 0, f"bad log row {idx} (kind {kind})")
-                entries.append(Entry(idx, term, bytes(data), kind_enum, client_id, seq, ts_ms))
+                add(term, kind, client_id, seq, ts_ms, data)
                 expected += 1
         except sqlite3.DatabaseError as exc:
             raise self._wrap(exc) from exc
-        return self._hs, entries
+        except (TypeError, OverflowError) as exc:  # a value of the wrong type in a row
+            raise CorruptLogError(self._path, 0, f"bad log row {expected}: {exc}") from None
+        return self._hs, EntryColumns(cols)
 
     def first_index(self) -> int:
         return self._first
