@@ -41,9 +41,9 @@ class Harness(LocalProposals):
         self._loop = loop
         self._local_datas = []
         self._local_waits = []
+        self._local_dls = []
         self._local_batches = deque()
         self._local_waiters = {}
-        self._local_deadlines = deque()
         self.kicks = 0
 
     def _kick(self) -> None:
@@ -52,7 +52,7 @@ class Harness(LocalProposals):
 
 def apply(h: Harness, index: int, term: int) -> None:
     e = Entry(index, term, b"x")
-    h._resolve_local(e, Outcome(Verdict.APPLY, index, term, b""))
+    h._resolve_local([e], [Outcome(Verdict.APPLY, index, term, b"")])
 
 
 def recorder() -> tuple[list[Any], CallbackWaiter]:
@@ -104,7 +104,23 @@ def test_deadlines_expire_and_a_waiter_answers_once() -> None:
     h._expire_local()
     assert got == [TimeoutError]
     apply(h, 11, 3)  # applied later after all: the caller already has its answer
-    assert got == [TimeoutError] and not h._local_deadlines
+    assert got == [TimeoutError] and not h._local_batches
+
+
+def test_a_run_of_entries_spanning_batches_and_foreign_entries() -> None:
+    h = Harness()
+    recs = [recorder() for _ in range(6)]
+    for i, (_g, w) in enumerate(recs):
+        h.propose_waiter(b"p", w, timeout_s=60.0 if i != 4 else 0.0)
+        if i in (1, 3):
+            h._propose_local_batch()  # batches 11-12, 13-14, then 15-16
+    h._propose_local_batch()
+    h._expire_local()  # only the waiter with a zero timeout expires
+    assert [g for g, _w in recs][4] == [TimeoutError]
+    ents = [Entry(i, 3, b"p") for i in range(9, 17)]  # 9, 10: a previous leader's entries
+    h._resolve_local(ents, [Outcome(Verdict.APPLY, e.index, e.term, b"") for e in ents])
+    assert [g for g, _w in recs] == [[11], [12], [13], [14], [TimeoutError], [16]]
+    assert not h._local_batches
 
 
 def test_futures_and_wait_local_for_a_config_entry() -> None:
@@ -116,7 +132,7 @@ def test_futures_and_wait_local_for_a_config_entry() -> None:
         fc = h.wait_local(13, 3, 5.0)
         apply(h, 11, 3)
         apply(h, 12, 3)
-        h._resolve_local(Entry(13, 3, b"v:n1;l:;r:", EntryKind.CONFIG), None)
+        h._resolve_local([Entry(13, 3, b"v:n1;l:;r:", EntryKind.CONFIG)], [None])
         assert (await f1).index == 11 and (await f2).index == 12
         assert (await fc).index == 13 and not h._local_waiters
         f3 = h.propose_local(b"c")

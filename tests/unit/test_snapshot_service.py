@@ -191,3 +191,28 @@ def test_malformed_bytes_raise_value_error(cut: int) -> None:
         LogService(Counter()).restore(data[:cut] if cut >= 0 else data + b"x")
     with pytest.raises(ValueError):
         LogService().restore(b"XXXX" + data[4:])
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_apply_quietly_has_the_effects_of_apply(seed: int) -> None:
+    # Mixed with plain session-less entries (the library's), in random chunks.
+    rng = random.Random(seed)
+    entries = []
+    for e in workload(seed):
+        entries.append(e)
+        if rng.random() < 0.3:
+            entries.append(Entry(0, e.term, b"plain", ts_ms=e.ts_ms))
+    entries = [Entry(i + 1, e.term, e.data, e.kind, e.client_id, e.seq, e.ts_ms)
+               for i, e in enumerate(entries)]
+    a, b = LogService(Counter()), LogService(Counter())
+    run(a, entries)
+    i = 0
+    while i < len(entries):
+        k = rng.randrange(1, 40)
+        b.apply_quietly(entries[i : i + k])
+        i += k
+    assert b.applied_index == a.applied_index == len(entries)
+    assert b.snapshot() == a.snapshot() and b.hidden == a.hidden
+    assert (b.duplicates, b.expired) == (a.duplicates, a.expired)
+    with pytest.raises(AssertionError, match="out of order"):
+        b.apply_quietly([Entry(len(entries) + 2, 9, b"gap")])

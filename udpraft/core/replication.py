@@ -10,6 +10,8 @@ InstallSnapshot (Raft §7).
 
 from __future__ import annotations
 
+from operator import attrgetter
+
 from udpraft.core.base import NodeBase
 from udpraft.core.errors import NotLeader, ProposalDropped
 from udpraft.core.membership import Membership
@@ -253,7 +255,7 @@ class Replication(NodeBase):
         except ValueError:
             self._count("drop_conflict_below_commit")
             return
-        if truncated is not None or any(e.kind == EntryKind.CONFIG for e in m.entries):
+        if truncated is not None or EntryKind.CONFIG in map(_KIND, m.entries):
             self._refresh_conf()  # a configuration is effective once appended (§4.1)
         last_new = m.prev_index + len(m.entries)
         # Commit = min(leader commit, last index *this append* covered), never our last index:
@@ -293,6 +295,9 @@ class Replication(NodeBase):
         # The leader sends min(our match, its commit), which our log is known to match.
         self.log.commit_to(min(m.commit, self.log.last_index()))
         self._send(HeartbeatResp(self.id, m.src, self.term, m.ctx))
+
+
+_KIND = attrgetter("kind")
 
 
 def _entries_ok(m: AppendEntries) -> bool:

@@ -2,13 +2,14 @@
 
 How this works: ``propose_local`` (a future) and ``propose_local_cb`` (a callback, no
 future or coroutine per entry) append the payload to this loop turn's list; ``_drive`` makes
-the whole list one ``propose_datas`` and remembers the batch as (first index, term,
-waiters). Entries apply in index order, so ``_apply`` resolves waiters by walking the oldest
-batch — no per-entry dictionary. An entry applied with another term was overwritten by a new
-leader (``ProposalLost``); a batch that apply skips past (a snapshot installed over it after
-this node lost leadership) ends with ``TimeoutError`` (outcome unknown). Every waiter also
-has a deadline (``_local_deadlines``, swept every 100 ms). ``wait_local`` waits for one
-entry appended some other way (a membership change) by index.
+the whole list one ``propose_datas`` and remembers it as a ``LocalBatch`` (first index,
+term, waiters, their deadlines). Entries apply in index order, so ``_apply`` resolves
+waiters by walking the oldest batches along the applied run — no per-entry dictionary. An
+entry applied with another term was overwritten by a new leader (``ProposalLost``); a batch
+that apply skips past (a snapshot installed over it after this node lost leadership) ends
+with ``TimeoutError`` (outcome unknown). Deadlines are swept every 100 ms batch by batch
+(each knows its earliest). ``wait_local`` waits for one entry appended some other way (a
+membership change) by index.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import asyncio
 import time
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from udpraft.core.errors import NotLeader, RaftError
@@ -61,15 +63,24 @@ class CallbackWaiter:
             self.cb(None, exception)
 
 
+@dataclass(slots=True)
+class LocalBatch:
+    first: int
+    term: int
+    waits: list[Waiter]
+    dls: list[float]  # each waiter's deadline (monotonic)
+    next_dl: float  # the earliest deadline of a waiter not yet answered (or later)
+
+
 class LocalProposals:
     raft: RaftNode
     batch_sizes: Histogram
     _loop: asyncio.AbstractEventLoop | None
     _local_datas: list[bytes]
     _local_waits: list[Waiter]
-    _local_batches: deque[tuple[int, int, list[Waiter]]]
+    _local_dls: list[float]
+    _local_batches: deque[LocalBatch]
     _local_waiters: dict[int, tuple[int, Waiter]]
-    _local_deadlines: deque[tuple[float, Waiter]]
 
     def _kick(self) -> None:
         raise NotImplementedError
@@ -87,13 +98,8 @@ class LocalProposals:
         ``timeout_s`` (checked every 100 ms; the entry may still commit later).
         """
         assert self._loop is not None
-        if self.raft.role != Role.LEADER:
-            raise NotLeader(self.raft.leader)
         fut: asyncio.Future[Outcome] = self._loop.create_future()
-        self._local_datas.append(data)
-        self._local_waits.append(fut)
-        self._local_deadlines.append((time.monotonic() + timeout_s, fut))
-        self._kick()
+        self.propose_waiter(data, fut, timeout_s)
         return fut
 
     def propose_local_cb(
@@ -112,7 +118,7 @@ class LocalProposals:
             raise NotLeader(self.raft.leader)
         self._local_datas.append(data)
         self._local_waits.append(w)
-        self._local_deadlines.append((time.monotonic() + timeout_s, w))
+        self._local_dls.append(time.monotonic() + timeout_s)
         self._kick()
 
     def wait_local(self, index: int, term: int, timeout_s: float) -> asyncio.Future[Outcome]:
@@ -130,8 +136,8 @@ class LocalProposals:
         return fut
 
     def _propose_local_batch(self) -> None:
-        datas, waits = self._local_datas, self._local_waits
-        self._local_datas, self._local_waits = [], []
+        datas, waits, dls = self._local_datas, self._local_waits, self._local_dls
+        self._local_datas, self._local_waits, self._local_dls = [], [], []
         try:
             first = self.raft.propose_datas(datas)
         except RaftError as e:
@@ -139,35 +145,43 @@ class LocalProposals:
                 if not w.done():
                     w.set_exception(e)
             return
-        self._local_batches.append((first, self.raft.term, waits))
+        self._local_batches.append(LocalBatch(first, self.raft.term, waits, dls, min(dls)))
         self.batch_sizes.observe(len(waits))
 
-    def _resolve_local(self, e: Entry, out: Outcome | None) -> None:
-        """``e`` was applied with ``out``: answer whoever proposed it here."""
+    def _resolve_local(self, entries: list[Entry], outs: list[Outcome | None]) -> None:
+        """``entries`` (consecutive) were applied with ``outs``: answer who proposed them here."""
         batches = self._local_batches
-        while batches:
-            first, term, waits = batches[0]
-            k = e.index - first
-            if k < 0:
-                break
+        i, n = 0, len(entries)
+        while i < n and batches:
+            b = batches[0]
+            waits = b.waits
+            k = entries[i].index - b.first
+            if k < 0:  # entries before the batch (not proposed here)
+                i -= k
+                continue
             if k >= len(waits):  # applied past the whole batch: skipped by a snapshot
                 batches.popleft()
                 for w in waits:
                     if not w.done():
                         w.set_exception(TimeoutError("outcome unknown: a snapshot replaced the log"))
                 continue
-            if k == len(waits) - 1:
-                batches.popleft()
-            w = waits[k]
-            if not w.done():
+            m = min(len(waits) - k, n - i)
+            term = b.term
+            for w, e, out in zip(waits[k : k + m], entries[i : i + m], outs[i : i + m]):
+                if w.done():
+                    continue
                 if e.term == term and out is not None:
                     w.set_result(out)
                 else:
                     w.set_exception(ProposalLost(f"entry {e.index} was overwritten"))
-            break
+            i += m
+            if k + m == len(waits):
+                batches.popleft()
         if self._local_waiters:
-            got = self._local_waiters.pop(e.index, None)
-            if got is not None and not got[1].done():
+            for e, out in zip(entries, outs):
+                got = self._local_waiters.pop(e.index, None)
+                if got is None or got[1].done():
+                    continue
                 term, w = got
                 if e.term == term and out is not None:
                     w.set_result(out)
@@ -178,8 +192,15 @@ class LocalProposals:
 
     def _expire_local(self) -> None:
         now = time.monotonic()
-        dl = self._local_deadlines
-        while dl and (dl[0][1].done() or dl[0][0] <= now):
-            _t, w = dl.popleft()
-            if not w.done():
-                w.set_exception(TimeoutError("not committed in time"))
+        for b in self._local_batches:
+            if b.next_dl > now:
+                continue
+            nxt = float("inf")
+            for w, dl in zip(b.waits, b.dls):
+                if w.done():
+                    continue
+                if dl <= now:
+                    w.set_exception(TimeoutError("not committed in time"))
+                else:
+                    nxt = min(nxt, dl)
+            b.next_dl = nxt

@@ -46,12 +46,12 @@ from udpraft.core.types import Entry
 from udpraft.io.clients import ClientHandling
 from udpraft.io.faults import FaultHook
 from udpraft.io.hist import Histogram
-from udpraft.io.local import LocalProposals, Waiter
+from udpraft.io.local import LocalBatch, LocalProposals, Waiter
 from udpraft.io.members import AddressBook, MemberChanges
 from udpraft.io.snapshot_transfer import Snapshotter
 from udpraft.io.snapshots import SnapshotStore, recover
 from udpraft.reliability.endpoint import ReliableEndpoint
-from udpraft.service.logservice import Application, LogService
+from udpraft.service.logservice import Application, LogService, Outcome
 from udpraft.storage.base import LogStore
 from udpraft.wire import (
     ClientKind,
@@ -155,9 +155,9 @@ class NodeRuntime(ClientHandling, LocalProposals):
         # local proposals (local.py): this turn's payloads and waiters, proposed batches
         self._local_datas: list[bytes] = []
         self._local_waits: list[Waiter] = []
-        self._local_batches: deque[tuple[int, int, list[Waiter]]] = deque()
+        self._local_dls: list[float] = []
+        self._local_batches: deque[LocalBatch] = deque()
         self._local_waiters: dict[int, tuple[int, Waiter]] = {}
-        self._local_deadlines: deque[tuple[float, Waiter]] = deque()
         self._ready_reads: list[tuple[int, Callable[[ReadState], None], ReadState]] = []
         self._read_ids = 0
         self._tick_handle: asyncio.TimerHandle | None = None
@@ -359,12 +359,20 @@ class NodeRuntime(ClientHandling, LocalProposals):
     # ================================================================== apply
 
     def _apply(self, entries: list[Entry]) -> None:
+        if not (self._local_batches or self._local_waiters or self._waiters):
+            self.service.apply_quietly(entries)  # nobody here waits for an outcome
+            self.counters["applied"] += len(entries)
+            return
+        outs = list(map(self.service.apply, entries))
+        if self._local_batches or self._local_waiters:
+            self._resolve_local(entries, outs)
+        if self._waiters:
+            self._answer_clients(entries, outs)
+        self.counters["applied"] += len(entries)
+
+    def _answer_clients(self, entries: list[Entry], outs: list[Outcome | None]) -> None:
         replies: dict[tuple[Addr, int], list[list[int]]] = {}
-        apply = self.service.apply
-        for e in entries:
-            out = apply(e)
-            if self._local_batches or self._local_waiters:
-                self._resolve_local(e, out)
+        for e, out in zip(entries, outs):
             if out is None or not e.client_id:
                 continue
             ws = self._waiters.pop((e.client_id, e.seq), None)
@@ -378,7 +386,6 @@ class NodeRuntime(ClientHandling, LocalProposals):
                 replies.setdefault((addr, req_id), []).append([e.seq, out.index, out.term])
         for (addr, req_id), done in replies.items():
             self._reply(ClientResponse(ClientKind.SUBMIT, req_id, True, {"done": done}, self.id), addr)
-        self.counters["applied"] += len(entries)
 
     def _serve_reads(self) -> None:
         if not self._ready_reads:

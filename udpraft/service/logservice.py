@@ -108,6 +108,20 @@ class LogService:
         self.expired += 1
         return Outcome(Verdict.EXPIRED, e.index, e.term, b"")
 
+    def apply_quietly(self, entries: list[Entry]) -> None:
+        """``apply`` for entries whose outcomes nobody waits for (a follower's, mostly):
+        the same effects, without an Outcome per entry. A plain log entry (no session, not
+        an application command) only advances the applied index."""
+        prefix = APP_PREFIX
+        normal = EntryKind.NORMAL
+        for e in entries:
+            if e.client_id or e.kind != normal or e.data.startswith(prefix):
+                self.apply(e)
+                continue
+            if e.index != self.applied_index + 1:
+                raise AssertionError(f"apply out of order: {e.index} after {self.applied_index}")
+            self.applied_index = e.index
+
     def _run(self, e: Entry) -> bytes:
         return self._app.apply(e.index, e.data[len(APP_PREFIX) :])
 
