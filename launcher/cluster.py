@@ -265,6 +265,9 @@ class ClusterSupervisor(FaultOps):
             "--cluster-config", str(self.boot_file.resolve()),
             "--data-dir", str(data_dir), "--storage", self.opts.storage,
             "--exit-with-parent",  # a launcher killed with -9 leaves no orphans behind
+            # The node itself re-checks the marker right before it opens its store: a wipe
+            # between the supervisor's check and the start cannot slip through.
+            *(["--require-file", wiped.MARKER] if n.marked else []),
             *self.opts.node_args,
         ]
         env = dict(os.environ)

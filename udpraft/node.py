@@ -15,6 +15,8 @@ import sys
 
 from udpraft.config import load_cluster, load_secret
 
+EXIT_WIPED = 78  # EX_CONFIG: started with --require-file and the file is not there
+
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m udpraft.node", description=__doc__)
@@ -28,6 +30,9 @@ def main(argv: list[str] | None = None) -> int:
                          "(default 0: never; snapshots from the leader are installed anyway)")
     ap.add_argument("--exit-with-parent", action="store_true",
                     help="stop (gracefully) when the parent process dies (used by the launcher)")
+    ap.add_argument("--require-file", metavar="NAME",
+                    help="refuse to start (exit 78) unless DATA_DIR/NAME exists: the launcher's "
+                         "marker, so a node whose data dir was wiped never starts under its id")
     ap.add_argument("--log-level", default=os.environ.get("UDPRAFT_LOG", "INFO"))
     a = ap.parse_args(argv)
     logging.basicConfig(
@@ -43,6 +48,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"udpraft.node: {e}", file=sys.stderr)
         return 2
     data_dir = a.data_dir or me.data_dir or os.path.join("data", a.id)
+    if a.require_file and not os.path.isfile(os.path.join(data_dir, a.require_file)):
+        # Raft's safety needs what this node acknowledged: a wiped dir must not rejoin.
+        print(f"udpraft.node: {os.path.join(data_dir, a.require_file)} is missing: the data "
+              f"dir of {a.id} was wiped or replaced; not starting under this id", file=sys.stderr)
+        return EXIT_WIPED
     from udpraft.io.server import NodeOptions, serve
     from udpraft.kv.server import kv_app_factory
 
