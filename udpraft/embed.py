@@ -29,7 +29,7 @@ from udpraft.core.errors import InvalidRequest, NotLeader, ProposalDropped
 from udpraft.core.ready import Role
 from udpraft.errors import NotLeaderError, Rejected, Timeout, UdpRaftError
 from udpraft.io import gctune
-from udpraft.io.local import ProposalLost
+from udpraft.io.local import CallbackWaiter, ProposalLost
 from udpraft.io.runtime import NodeRuntime
 from udpraft.io.server import NodeOptions, start_node
 from udpraft.service.logservice import Outcome
@@ -161,32 +161,17 @@ class EmbeddedNode:
         await self.rt.stop()
 
 
-class _ResultWaiter:
+class _ResultWaiter(CallbackWaiter):
     """Turns the runtime's outcome into ``submit``'s Result or error for a callback."""
 
-    __slots__ = ("_done", "cb")
+    __slots__ = ()
 
-    def __init__(self, cb: Callable[[Result | None, UdpRaftError | None], Any]) -> None:
-        self.cb = cb
-        self._done = False
+    def result(self, out: Outcome) -> Result:
+        return Result(out.index, out.term)
 
-    def done(self) -> bool:
-        return self._done
-
-    def set_result(self, out: Outcome, /) -> None:
-        if not self._done:
-            self._done = True
-            self.cb(Result(out.index, out.term), None)
-
-    def set_exception(self, e: BaseException, /) -> None:
-        if self._done:
-            return
-        self._done = True
-        err: UdpRaftError
+    def error(self, e: BaseException) -> UdpRaftError:
         if isinstance(e, NotLeader):
-            err = NotLeaderError(str(e), e.leader)
-        elif isinstance(e, ProposalDropped):
-            err = Rejected(f"proposal refused: {e}")
-        else:  # ProposalLost, TimeoutError
-            err = Timeout(f"not known to be committed: {e}")
-        self.cb(None, err)
+            return NotLeaderError(str(e), e.leader)
+        if isinstance(e, ProposalDropped):
+            return Rejected(f"proposal refused: {e}")
+        return Timeout(f"not known to be committed: {e}")  # ProposalLost, TimeoutError

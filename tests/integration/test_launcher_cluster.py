@@ -125,6 +125,12 @@ class Launcher:
 
 @pytest.fixture
 def launch(tmp_path: Path) -> Iterator[Callable[..., Launcher]]:
+    yield from launcher_processes(tmp_path)
+
+
+def launcher_processes(tmp_path: Path) -> Iterator[Callable[..., Launcher]]:
+    """Yields a function that starts ``python -m launcher``; afterwards kills, by pid, every
+    launcher it started, their nodes, and any process naming ``tmp_path``."""
     started: list[Launcher] = []
 
     def start(data_dir: Path, *args: str) -> Launcher:

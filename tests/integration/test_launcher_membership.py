@@ -22,11 +22,11 @@ from typing import Any
 import psutil  # type: ignore[import-untyped]
 import pytest
 
-from launcher import layout
 from tests.integration.test_launcher_cluster import (
     Launcher,
     alive_node,
     free_base_port,
+    launcher_processes,
     one_leader,
     published,
     status,
@@ -43,46 +43,6 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.fixture
 def launch(tmp_path: Path) -> Iterator[Callable[..., Launcher]]:
     yield from launcher_processes(tmp_path)
-
-
-def launcher_processes(tmp_path: Path) -> Iterator[Callable[..., Launcher]]:
-    """Yields a function that starts ``python -m launcher``; afterwards kills, by pid, every
-    launcher it started, their nodes, and any process naming ``tmp_path``."""
-    started: list[Launcher] = []
-
-    def start(data_dir: Path, *args: str) -> Launcher:
-        la = Launcher(data_dir, list(args))
-        started.append(la)
-        return la
-
-    try:
-        yield start
-    finally:
-        pids: set[int] = set()
-        for la in started:
-            try:
-                pids |= {c.pid for c in psutil.Process(la.proc.pid).children(recursive=True)}
-            except psutil.Error:
-                pass
-            for f in (layout.CLUSTER_FILE, layout.BOOT_FILE):
-                try:
-                    pids |= {n.pid for n in load_cluster(la.data_dir / f).nodes if n.pid}
-                except (OSError, ValueError):
-                    pass
-            if la.proc.poll() is None:
-                la.proc.send_signal(signal.SIGTERM)
-                try:
-                    la.proc.wait(8)
-                except subprocess.TimeoutExpired:
-                    la.proc.kill()
-                    la.proc.wait()
-            la.out.close()
-        for p in psutil.process_iter(["pid", "cmdline"]):
-            if str(tmp_path) in " ".join(p.info["cmdline"] or []):
-                pids.add(p.info["pid"])
-        for pid in pids:
-            if alive_node(pid):
-                os.kill(pid, signal.SIGKILL)
 
 
 def ctl(data: Path, *args: str, timeout_s: float = 120.0) -> dict[str, Any]:

@@ -21,16 +21,12 @@ import pytest
 from tests.integration.test_launcher_cluster import (
     Launcher,
     free_base_port,
+    launcher_processes,
     one_leader,
     published,
     wait_for,
 )
-from tests.integration.test_launcher_membership import (
-    Submitter,
-    ctl,
-    launcher_processes,
-    node_procs,
-)
+from tests.integration.test_launcher_membership import Submitter, ctl, node_procs
 from udpraft.client.blocking import Client
 from udpraft.config import ClusterConfig, load_cluster
 

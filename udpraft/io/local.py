@@ -41,26 +41,33 @@ class Waiter(Protocol):
 
 
 class CallbackWaiter:
-    """A future-like waiter that calls ``cb(outcome, None)`` or ``cb(None, error)`` once."""
+    """A future-like waiter that calls ``cb(outcome, None)`` or ``cb(None, error)`` once;
+    a subclass may translate both (``result``, ``error``)."""
 
     __slots__ = ("_done", "cb")
 
-    def __init__(self, cb: Callable[[Outcome | None, BaseException | None], Any]) -> None:
+    def __init__(self, cb: Callable[[Any, Any], Any]) -> None:
         self.cb = cb
         self._done = False
 
     def done(self) -> bool:
         return self._done
 
+    def result(self, out: Outcome) -> Any:
+        return out
+
+    def error(self, e: BaseException) -> Any:
+        return e
+
     def set_result(self, result: Outcome, /) -> None:
         if not self._done:
             self._done = True
-            self.cb(result, None)
+            self.cb(self.result(result), None)
 
     def set_exception(self, exception: BaseException, /) -> None:
         if not self._done:
             self._done = True
-            self.cb(None, exception)
+            self.cb(None, self.error(exception))
 
 
 @dataclass(slots=True)

@@ -546,29 +546,28 @@ class ReliableEndpoint(Generic[A]):
             self._send_responses(addr, group[:half], now)
             self._send_responses(addr, group[half:], now)
             return
-        peer = self._peer(addr)
-        if peer is None:
-            return
-        msg_id = peer.next_unrel
-        peer.next_unrel += 1
-        self._id_floor = max(self._id_floor, peer.next_unrel)
-        self.counters["sent_unreliable"] += 1
-        self.counters["client_responses_coalesced"] += len(group)
-        self._emit(seal(body, self.ctx, msg_id=msg_id), addr)
+        if self._emit_unreliable(addr, body):
+            self.counters["client_responses_coalesced"] += len(group)
 
     def _send_plain(self, addr: A, resp: ClientResponse, now: float) -> None:
         body = encode_body(resp)
         if self.ctx.overhead() + len(body.body) > self.ctx.max_datagram_bytes:
             self._send_oversize(addr, resp, body, False, now)
             return
+        self._emit_unreliable(addr, body)
+
+    def _emit_unreliable(self, addr: A, body: EncodedBody) -> bool:
+        """Seal one body under the peer's next unreliable id and queue it (False: no peer
+        slot for ``addr``)."""
         peer = self._peer(addr)
         if peer is None:
-            return
+            return False
         msg_id = peer.next_unrel
         peer.next_unrel += 1
         self._id_floor = max(self._id_floor, peer.next_unrel)
         self.counters["sent_unreliable"] += 1
         self._emit(seal(body, self.ctx, msg_id=msg_id), addr)
+        return True
 
     def _flush_acks(self, now: float) -> list[tuple[bytes, A]]:
         out: list[tuple[bytes, A]] = []
