@@ -133,7 +133,8 @@ class MemberChanges:
             for m, pr in raft.progress.items():
                 if m in out["members"]:
                     out["members"][m]["match"] = pr.match
-            out["members"][self.rt.id]["match"] = raft.log.last_index()
+            if self.rt.id in out["members"]:  # (not while it commits its own removal)
+                out["members"][self.rt.id]["match"] = raft.log.last_index()
         return out
 
     def active_voters(self, voters: tuple[str, ...]) -> list[str]:
