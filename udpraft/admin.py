@@ -24,7 +24,6 @@ from typing import Any
 from udpraft.config import format_addr, load_cluster
 from udpraft.errors import ClusterConfigError, NoQuorum, Rejected, Timeout, UdpRaftError
 
-
 CATCH_UP_SLACK = 64  # a learner this close to the leader's commit index is caught up
 
 
