@@ -39,7 +39,8 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from launcher.chaos import NemesisRunner
-from launcher.cluster import LOCK_FILE, ClusterSupervisor, DashboardControl, SupervisorOptions
+from launcher.cluster import LOCK_FILE, ClusterSupervisor, SupervisorOptions
+from launcher.control import DashboardControl
 from launcher.events import EventLog
 from launcher.layout import DEFAULT_BASE_PORT, FAULTS_FILE, LayoutError
 from launcher.members import MemberError

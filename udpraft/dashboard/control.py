@@ -3,7 +3,7 @@
 How this works: the dashboard reads each node over its HTTP port by itself, but everything
 that takes a process (kill -9, pause, restart) or the launcher's memory (pids, restarts,
 its event log) goes through a ``Control`` handed in by the launcher. The launcher's
-implementation (``launcher.cluster.DashboardControl``) wraps ``ClusterSupervisor``; the
+implementation (``launcher.control.DashboardControl``) wraps ``ClusterSupervisor``; the
 unit tests use a fake. Every method may block for a moment (signals, a few short HTTP
 requests to nodes): the dashboard calls them from a worker thread, never on its event loop.
 
