@@ -20,7 +20,6 @@ finally, even on failure.
 
 from __future__ import annotations
 
-import http.client
 import os
 import random
 import shutil
@@ -31,14 +30,14 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
-import orjson
 import psutil  # type: ignore[import-untyped]
 import pytest
 
 from launcher import layout
 from tests.helpers.apt import ensure_package
+from tests.integration.test_launcher_cluster import published, wait_for
+from tests.integration.test_launcher_cluster import status as node_status
 from udpraft.config import ClusterConfig, load_cluster
 
 # generous: a machine without chromium downloads it first (the browser part itself is
@@ -77,37 +76,6 @@ def free_base_port(nodes: int) -> int:
         if all(layout.port_is_free("127.0.0.1", p, k) for p, k in ports):
             return base
     raise RuntimeError("no free port range")
-
-
-def node_status(addr: tuple[str, int]) -> dict[str, Any] | None:
-    conn = http.client.HTTPConnection(addr[0], addr[1], timeout=0.5)
-    try:
-        conn.request("GET", "/status")
-        resp = conn.getresponse()
-        st = orjson.loads(resp.read()) if resp.status == 200 else None
-        return st if isinstance(st, dict) else None
-    except (OSError, http.client.HTTPException, orjson.JSONDecodeError):
-        return None
-    finally:
-        conn.close()
-
-
-def wait_for(cond: Callable[[], Any], timeout_s: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        got = cond()
-        if got:
-            return got
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
-
-
-def published(cluster_file: Path) -> ClusterConfig | None:
-    try:
-        cfg = load_cluster(cluster_file)
-    except (OSError, ValueError):
-        return None
-    return cfg if all(n.pid for n in cfg.nodes) else None
 
 
 def stop_everything(proc: subprocess.Popen[bytes], data_dir: Path, tmp_path: Path) -> None:

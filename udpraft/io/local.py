@@ -1,8 +1,8 @@
 """Proposals made inside the node's process (library use, the KV layer): part of NodeRuntime.
 
-How this works: ``propose_local`` (a future) and ``propose_local_cb`` (a callback, no
-future or coroutine per entry) append the payload to this loop turn's list; ``_drive`` makes
-the whole list one ``propose_datas`` and remembers it as a ``LocalBatch`` (first index,
+How this works: ``propose_local`` (a future) and ``propose_waiter`` (any future-like
+waiter, e.g. a ``CallbackWaiter``: no future or coroutine per entry) append the payload to
+this loop turn's list; ``_drive`` makes the whole list one ``propose_datas`` and remembers it as a ``LocalBatch`` (first index,
 term, waiters, their deadlines). Entries apply in index order, so ``_apply`` resolves
 waiters by walking the oldest batches along the applied run — no per-entry dictionary. An
 entry applied with another term was overwritten by a new leader (``ProposalLost``); a batch
@@ -108,16 +108,6 @@ class LocalProposals:
         fut: asyncio.Future[Outcome] = self._loop.create_future()
         self.propose_waiter(data, fut, timeout_s)
         return fut
-
-    def propose_local_cb(
-        self,
-        data: bytes,
-        cb: Callable[[Outcome | None, BaseException | None], Any],
-        timeout_s: float = 30.0,
-    ) -> None:
-        """``propose_local`` with a callback instead of a future: ``cb(outcome, None)`` once
-        applied here, or ``cb(None, error)``. Raises NotLeader at once."""
-        self.propose_waiter(data, CallbackWaiter(cb), timeout_s)
 
     def propose_waiter(self, data: bytes, w: Waiter, timeout_s: float = 30.0) -> None:
         """``propose_local`` answering any future-like ``w`` (see Waiter)."""
