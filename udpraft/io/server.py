@@ -22,7 +22,7 @@ from aiohttp import web
 
 from udpraft.config import ClusterConfig
 from udpraft.core.ready import Config
-from udpraft.io.gctune import tune_gc
+from udpraft.io.gctune import tune_gc, tune_switch
 from udpraft.io.http import make_app
 from udpraft.io.runtime import NodeRuntime
 from udpraft.service.logservice import Application
@@ -105,6 +105,7 @@ async def start_node(opts: NodeOptions) -> tuple[NodeRuntime, web.AppRunner]:
 async def serve(opts: NodeOptions) -> int:
     rt, runner = await start_node(opts)
     tune_gc()  # a node process is ours: collect garbage cycles less often (gctune.py)
+    tune_switch()  # and let its disk thread in sooner
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
