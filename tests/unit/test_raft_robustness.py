@@ -110,6 +110,12 @@ BAD: list[tuple[str, Any, Any, str]] = [
         "drop_bad_entries",
     ),
     (
+        "a term dip inside the batch",
+        follower,
+        AppendEntries("n2", "n1", 3, 1, 1, (Entry(2, 2), Entry(3, 1), Entry(4, 2)), 0),
+        "drop_bad_entries",
+    ),
+    (
         "entry term below prev term",
         follower,
         AppendEntries("n2", "n1", 3, 3, 3, (Entry(4, 2),), 0),

@@ -216,3 +216,44 @@ def test_apply_quietly_has_the_effects_of_apply(seed: int) -> None:
     assert (b.duplicates, b.expired) == (a.duplicates, a.expired)
     with pytest.raises(AssertionError, match="out of order"):
         b.apply_quietly([Entry(len(entries) + 2, 9, b"gap")])
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_apply_all_gives_the_outcomes_of_apply(seed: int) -> None:
+    # Long runs of plain entries (the fast path) between session, application, no-op and
+    # config entries, applied in random chunks: outcomes and state match apply's.
+    rng = random.Random(seed)
+    entries: list[Entry] = []
+    for e in workload(seed):
+        entries.append(e)
+        for _ in range(rng.choice([0, 0, 1, 5, 60])):
+            entries.append(Entry(0, e.term, rng.choice([b"plain", b"", b"\xffudpraft"]),
+                                 ts_ms=e.ts_ms))
+        if rng.random() < 0.05:
+            entries.append(Entry(0, e.term, b"", rng.choice([EntryKind.NOOP, EntryKind.CONFIG])))
+    entries = [Entry(i + 1, e.term, e.data, e.kind, e.client_id, e.seq, e.ts_ms)
+               for i, e in enumerate(entries)]
+    a, b = LogService(Counter()), LogService(Counter())
+    want = [a.apply(e) for e in entries]
+    got: list[Outcome | None] = []
+    i = 0
+    while i < len(entries):
+        k = rng.randrange(1, 80)
+        got.extend(b.apply_all(entries[i : i + k]))
+        i += k
+    assert got == want
+    assert b.applied_index == a.applied_index == len(entries)
+    assert b.snapshot() == a.snapshot() and b.hidden == a.hidden
+    with pytest.raises(AssertionError, match="out of order"):
+        b.apply_all([Entry(len(entries) + 2, 9, b"gap")])
+
+
+def test_apply_all_of_plain_entries() -> None:
+    svc = LogService(Counter())
+    outs = svc.apply_all([Entry(i, 1, b"x") for i in range(1, 101)])
+    assert [(o.verdict, o.index, o.term, o.result) for o in outs if o] == [
+        (Verdict.APPLY, i, 1, b"") for i in range(1, 101)
+    ]
+    assert svc.applied_index == 100 and not svc.hidden
+    with pytest.raises(AssertionError, match="out of order"):
+        svc.apply_all([Entry(101, 1, b"x"), Entry(103, 1, b"gap")])

@@ -371,7 +371,7 @@ class NodeRuntime(ClientHandling, LocalProposals):
             self.service.apply_quietly(entries)  # nobody here waits for an outcome
             self.counters["applied"] += len(entries)
             return
-        outs = list(map(self.service.apply, entries))
+        outs = self.service.apply_all(entries)
         if self._local_batches or self._local_waiters:
             self._resolve_local(entries, outs)
         if self._waiters:

@@ -108,6 +108,24 @@ class LogService:
         self.expired += 1
         return Outcome(Verdict.EXPIRED, e.index, e.term, b"")
 
+    def apply_all(self, entries: list[Entry]) -> list[Outcome | None]:
+        """``[apply(e) for e in entries]``, with plain entries (no session, not an
+        application command, kind NORMAL) inlined: ~20% less per entry."""
+        out: list[Outcome | None] = []
+        add = out.append
+        prefix = APP_PREFIX
+        normal = EntryKind.NORMAL
+        ok = Verdict.APPLY
+        for e in entries:
+            if e.client_id or e.kind != normal or e.data.startswith(prefix):
+                add(self.apply(e))
+                continue
+            if e.index != self.applied_index + 1:
+                raise AssertionError(f"apply out of order: {e.index} after {self.applied_index}")
+            self.applied_index = e.index
+            add(Outcome(ok, e.index, e.term, b""))
+        return out
+
     def apply_quietly(self, entries: list[Entry]) -> None:
         """``apply`` for entries whose outcomes nobody waits for (a follower's, mostly):
         the same effects, without an Outcome per entry. A plain log entry (no session, not
