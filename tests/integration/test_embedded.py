@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -137,5 +138,61 @@ def test_embedded_leader_changes_the_membership(tmp_path: Path) -> None:
         assert mem["voters"] == ["n1", "n2", "n4"] and mem["removed"] == ["n3"]
         st = c.status("n4")
         assert st is not None and st["membership"]["voters"] == ["n1", "n2", "n4"]
+    finally:
+        c.stop_all()
+
+
+def test_a_busy_leader_applies_in_chunks_and_lets_the_loop_in_between(tmp_path: Path) -> None:
+    # 5,000 proposals committed together must not be applied in one loop turn: at most
+    # 1,024 per turn (runtime DEFAULT_RAFT_CONFIG.max_apply_entries), with other callbacks
+    # (acks, the disk task, new proposals' appends) running between the chunks.
+    import sys
+
+    c = LocalCluster(tmp_path, 3)
+    try:
+        for nid in c.ids[1:]:
+            c.start(nid)
+
+        async def run() -> tuple[list[int], list[str], float]:
+            node = await EmbeddedNode.start("n1", str(c.cluster_file), str(tmp_path / "n1"),
+                                            storage="memory", tune_gc=True)
+            switch = sys.getswitchinterval()
+            try:
+                await node.wait_leader(15)
+                await node.transfer_leadership_here(15)
+                loop = asyncio.get_running_loop()
+                sizes: list[int] = []
+                trace: list[str] = []
+                real_apply = node.rt._apply
+
+                def apply(entries: list[Any]) -> None:
+                    sizes.append(len(entries))
+                    trace.append("apply")
+                    loop.call_soon(trace.append, "other")  # must run before the next chunk
+                    real_apply(entries)
+
+                node.rt._apply = apply  # type: ignore[method-assign]
+                done: asyncio.Future[None] = loop.create_future()
+                got: list[int] = []
+
+                def cb(res: Result | None, err: UdpRaftError | None) -> None:
+                    assert err is None and res is not None
+                    got.append(res.index)
+                    if len(got) == 5000 and not done.done():
+                        done.set_result(None)
+
+                for i in range(5000):
+                    node.submit_cb(b"e%d" % i, cb)
+                await asyncio.wait_for(done, 30)
+                assert got == sorted(got)
+                return sizes, trace, switch
+            finally:
+                await node.stop()
+
+        sizes, trace, switch = asyncio.run(run())
+        assert sum(sizes) >= 5000 and max(sizes) <= 1024, sizes
+        applies = [i for i, t in enumerate(trace) if t == "apply"]
+        assert all(trace[a + 1] == "other" for a in applies[:-1]), trace[:40]
+        assert switch == 0.001  # tune_gc=True also shortens the GIL switch interval
     finally:
         c.stop_all()
