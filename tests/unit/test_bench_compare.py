@@ -1,6 +1,7 @@
-"""Smoke test of the PySyncObj side of ``python -m tools.bench compare``: the harness starts
+"""``python -m tools.bench compare``: a smoke test of the PySyncObj side (the harness starts
 three PySyncObj node processes, loads the leader for about a second with 10 appends in
-flight, reports figures and stops every process. No performance is asserted."""
+flight, reports figures and stops every process; no performance is asserted), and the
+network-submit target's verdict over both client configurations."""
 
 from __future__ import annotations
 
@@ -25,3 +26,25 @@ def test_pysyncobj_harness_reports_ops() -> None:
     assert r["config"]["journalFile"] is None
     assert set(r["cpu_s_per_1k_ops"]) == {"p1", "p2", "p3"}
     assert all(v > 0 for v in r["peak_rss_mb"].values())
+
+
+def test_submit_target_reads_every_64_client_configuration() -> None:
+    from tools.bench.compare import submit_table, targets
+
+    rows = [
+        {"nodes": 3, "clients": 64, "sockets": 64, "ops_per_s": 9_000.0, "p50_ms": 6.0,
+         "p99_ms": 12.0, "errors": 0, "leader": "n1", "client_cpu_s": 1.0,
+         "cpu_s_per_1k_ops": {"n1": 0.06, "n2": 0.03}, "peak_rss_mb": {"n1": 50.0, "n2": 50.0}},
+        {"nodes": 3, "clients": 64, "sockets": 1, "ops_per_s": 51_000.0, "p50_ms": 1.2,
+         "p99_ms": 25.0, "errors": 0, "leader": "n1", "client_cpu_s": 1.0,
+         "cpu_s_per_1k_ops": {"n1": 0.02, "n2": 0.01}, "peak_rss_mb": {"n1": 50.0, "n2": 50.0}},
+    ]
+    (t,) = [t for t in targets([], rows, []) if t["target"].startswith("network submit")]
+    assert t["detail"] == {"sockets=64": {"ops_per_s": 9_000.0, "p99_ms": 12.0},
+                           "sockets=1": {"ops_per_s": 51_000.0, "p99_ms": 25.0}}
+    assert t["met"] is False  # fast enough over one socket, but its p99 is over 20 ms
+    rows[1]["p99_ms"] = 15.0
+    (t,) = [t for t in targets([], rows, []) if t["target"].startswith("network submit")]
+    assert t["met"] is True
+    table = submit_table(rows)
+    assert "sockets" in table.splitlines()[1] and " 64       1    51000" in table
