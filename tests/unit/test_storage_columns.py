@@ -26,6 +26,7 @@ from udpraft.storage.codec import encode_frames
 
 from .test_raft_log_cold import NEVER, state
 
+FRAME_PER_ENTRY = 10**9  # run_min_entries that keeps a frame per entry (no run records)
 
 def mk(index: int, term: int, i: int) -> Entry:
     kind = EntryKind.CONFIG if i % 7 == 3 else EntryKind.NOOP if i % 11 == 5 else EntryKind.NORMAL
@@ -208,7 +209,7 @@ def test_fast_scan_windows_still_name_file_and_offset_of_a_flipped_byte(
 ) -> None:
     monkeypatch.setattr(file_mod, "_WINDOW", 64)
     entries = [mk(i, 1, i) for i in range(1, 80)]
-    s = FileLogStore(str(tmp_path))
+    s = FileLogStore(str(tmp_path), run_min_entries=FRAME_PER_ENTRY)
     s.append(entries)
     s.sync()
     offsets = [s.entry_offset(e.index)[1] for e in entries]
@@ -222,29 +223,29 @@ def test_fast_scan_windows_still_name_file_and_offset_of_a_flipped_byte(
                 f.seek(offsets[k] + where)
                 f.write(bytes([raw[offsets[k] + where] ^ 0x5A]))
             with pytest.raises(CorruptLogError) as info:
-                FileLogStore(str(tmp_path))
+                FileLogStore(str(tmp_path), run_min_entries=FRAME_PER_ENTRY)
             assert (info.value.path, info.value.offset) == (path, offsets[k])
     Path(path).write_bytes(raw)
-    s = FileLogStore(str(tmp_path))
+    s = FileLogStore(str(tmp_path), run_min_entries=FRAME_PER_ENTRY)
     assert s.load()[1] == entries
     s.close()
 
 
 def test_torn_tail_behind_a_fast_run_is_cut(tmp_path: Path) -> None:
     entries = [mk(i, 1, i) for i in range(1, 50)]
-    s = FileLogStore(str(tmp_path))
+    s = FileLogStore(str(tmp_path), run_min_entries=FRAME_PER_ENTRY)
     s.append(entries)
     s.sync()
     off = s.entry_offset(49)[1]
     path = s.segment_paths()[0]
     s.close()
     os.truncate(path, off + 11)
-    s = FileLogStore(str(tmp_path))
+    s = FileLogStore(str(tmp_path), run_min_entries=FRAME_PER_ENTRY)
     assert s.load()[1] == entries[:-1] and os.path.getsize(path) == off
     s.append([mk(49, 2, 1)])  # and the log goes on from there
     s.sync()
     s.close()
-    s = FileLogStore(str(tmp_path))
+    s = FileLogStore(str(tmp_path), run_min_entries=FRAME_PER_ENTRY)
     assert s.load()[1] == [*entries[:-1], mk(49, 2, 1)]
     s.close()
 

@@ -30,10 +30,12 @@ import mmap
 import struct
 from array import array
 from collections.abc import Sequence
+from itertools import accumulate, repeat
 
 from udpraft.core.log import ColdEntries
 from udpraft.core.types import Entry, EntryKind, HardState
 from udpraft.storage.crc32c import crc32c, crc32c_bytes
+from udpraft.storage.runs import decode_run, encode_run, split_runs
 
 _crc_value = crc32c_bytes
 
@@ -49,9 +51,11 @@ _FRAME = struct.Struct("<II")
 FRAME_HEADER_SIZE = _FRAME.size  # 8
 _FRAME_ENTRY = struct.Struct("<II" + _ENTRY_HDR.format[1:])  # both headers, one unpack
 _FRAME_ENTRY_SIZE = _FRAME_ENTRY.size  # 48
+_TAG_INDEX = struct.Struct("<BQ")  # where entry and run records keep their (first) index
 
 Buf = bytes | mmap.mmap  # what scans read: a segment's bytes, or the segment file mapped
 _KINDS = {k.value: k for k in EntryKind}
+_KIND_CODES = frozenset(_KINDS)
 
 
 class CodecError(ValueError):
@@ -99,8 +103,8 @@ def decode_entry(buf: bytes, start: int = 0, end: int | None = None) -> Entry:
 
 
 def entry_index_at(buf: Buf, start: int) -> int:
-    """The index field of an entry record starting at ``start`` (no validation)."""
-    return int(_ENTRY_HDR.unpack_from(buf, start)[1])
+    """The index field of an entry or run record starting at ``start`` (no validation)."""
+    return int(_TAG_INDEX.unpack_from(buf, start)[1])
 
 
 def encode_hard_state(hs: HardState) -> bytes:
@@ -173,6 +177,30 @@ def encode_frames(entries: Sequence[Entry]) -> tuple[bytes, list[int]]:
     return b"".join(parts), offsets
 
 
+def encode_batch(entries: Sequence[Entry]) -> tuple[bytes, list[int], dict[int, int]]:
+    """``encode_frames`` with run records (runs.py): one buffer, each entry's frame offset
+    (entries of a run share their frame's) and, per run frame, the last index it holds."""
+    parts: list[bytes] = []
+    offsets: list[int] = []
+    runs: dict[int, int] = {}
+    pos = 0
+    for run in split_runs(entries):
+        try:
+            payload = encode_run(run)
+        except (struct.error, ValueError, TypeError, OverflowError):
+            for e in run:
+                encode_entry(e)  # raises the precise error
+            raise
+        if len(payload) > PAYLOAD_BYTES_MAX:
+            raise ValueError(f"entry {run[0].index} is larger than {PAYLOAD_BYTES_MAX} bytes")
+        parts.append(_FRAME.pack(len(payload), _crc_value(payload)))
+        parts.append(payload)
+        offsets.extend([pos] * len(run))
+        runs[pos] = run[-1].index
+        pos += FRAME_HEADER_SIZE + len(payload)
+    return b"".join(parts), offsets, runs
+
+
 class ColumnDecoder:
     """Decode a scan's entry records straight into ``ColdEntries`` columns (recovery): no
     ``Entry`` object per record, and equal client ids decode to one shared ``str``."""
@@ -210,6 +238,47 @@ class ColumnDecoder:
             if len(self._cids) < 65_536:
                 self._cids[raw] = client_id
         self.cols.append(term, kind, client_id, seq, ts_ms, buf[q:end])
+
+    def decode_run_record(self, buf: Buf, start: int, end: int, expected: int) -> int:
+        """Check the run record ``buf[start:end]`` starts at entry ``expected``, append its
+        entries; returns how many."""
+        try:
+            r = decode_run(buf, start, end, _KIND_CODES)
+        except ValueError as exc:
+            raise CodecError(str(exc)) from None
+        if r.first != expected:
+            raise CodecError(f"run starts at index {r.first}, expected {expected}")
+        cols = self.cols
+        n = r.count
+        if any(r.cid_lens):
+            cids: list[str] = []
+            p = 0
+            table = self._cids
+            blob = r.cid_blob
+            for k in r.cid_lens:
+                raw = blob[p : p + k]
+                p += k
+                cid = table.get(raw)
+                if cid is None:
+                    try:
+                        cid = cols.intern(raw.decode("utf-8"))
+                    except UnicodeDecodeError:
+                        raise CodecError("client id is not UTF-8") from None
+                    if len(table) < 65_536:
+                        table[raw] = cid
+                cids.append(cid)
+            cols.cids.extend(cids)
+        else:
+            cols.cids.extend(repeat("", n))
+        cols.terms.extend(r.terms)
+        cols.kinds += r.kinds
+        cols.seqs.extend(r.seqs)
+        cols.ts.extend(r.ts)
+        ends = accumulate(r.data_lens, initial=len(cols.data))
+        next(ends)  # the ``initial`` value: where this run starts
+        cols.ends.extend(ends)
+        cols.data += r.data
+        return n
 
     def decode_run(
         self, buf: Buf, pos: int, stop: int, expected: int, offsets: array[int]

@@ -9,19 +9,31 @@ Layout of the directory::
     wal-00000000000000000001.log          segments, named by the index of their first
     wal-00000000000000004097.log          entry; the last one is the active segment
 
-Each segment is a run of frames ``length u32 | crc32c u32 | entry record`` (codec.py),
-holding entries with consecutive indexes. A batch is encoded into one buffer and written
-with one ``os.write`` to the active segment (opened ``O_APPEND``); ``sync`` is one
-``fdatasync`` of that segment, plus one for the hard state if it changed: group commit.
+Each segment is a sequence of frames ``length u32 | crc32c u32 | record`` (codec.py)
+holding entries with consecutive indexes: an entry record (one entry) or, for a batch of
+at least ``run_min_entries`` (8) entries, run records of up to 4,096 entries each, with
+one CRC and column headers (runs.py): a third of the encoding cost per entry. A batch is
+encoded into one buffer and written with one ``os.write`` to the active segment (opened
+``O_APPEND``); ``sync`` is one ``fdatasync`` of that segment, plus one for the hard state
+if it changed: group commit.
 Before each batch, a full active segment (``segment_bytes_max``) is fdatasynced and a new
 one started (directory fsynced), so only the last segment can ever hold unsynced bytes.
 
-In memory we keep, per segment, the byte offset of every entry's frame. A conflict
-truncation (Raft §5.3) unlinks the segments after the one holding the first conflicting
-index, cuts that segment at the entry's offset with ``ftruncate``, and makes both durable
-*before* the new entries are written. Otherwise a crash could leave new entries followed by
-the old suffix on disk, a log that never existed, and this node would wrongly acknowledge
-entries it does not hold.
+In memory we keep, per segment, the byte offset of every entry's frame (the entries of a
+run share theirs) and, per run frame, the last index written in it. A conflict truncation
+(Raft §5.3) unlinks the segments after the one holding the first conflicting index, cuts
+that segment at the entry's frame with ``ftruncate``, and makes both durable *before* the
+new entries are written. Otherwise a crash could leave new entries followed by the old
+suffix on disk, a log that never existed, and this node would wrongly acknowledge entries
+it does not hold. A conflict *inside* a run frame cannot cut the frame (the entries before
+the conflict, maybe acknowledged, would go with it): the frame stays whole, only the frames
+after it are cut (durably), and the new entries' frame, which then starts at a lower index
+than the one before it ends, overwrites: the scan drops what it had from that index on
+(etcd's WAL reader does the same). Until that frame is synced a crash brings back the
+run's old suffix: a log this node held before the conflict, whose entries past the
+conflict the leader has declared uncommitted, and whose last term is older than any
+leader's since, so it can neither be acknowledged again nor win an election it could not
+have won before. The active segment is not sealed while such an overwrite is due.
 
 Recovery scans segments in order (each one mapped, the pages behind the scan released every
 few MiB) and decodes the records straight into compact columns (``core.log.ColdEntries``),
@@ -62,7 +74,7 @@ import re
 from array import array
 from bisect import bisect_right
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from udpraft.core.log import ColdEntries, EntryColumns
 from udpraft.core.types import EMPTY_HARD_STATE, Entry, HardState
@@ -76,10 +88,12 @@ from udpraft.storage.codec import (
     CodecError,
     ColumnDecoder,
     check_frame,
+    encode_batch,
     encode_frames,
     entry_index_at,
 )
 from udpraft.storage.hardstate import HARD_STATE_NAME, HardStateFile
+from udpraft.storage.runs import RUN_HEADER_SIZE, RUN_TAG
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +101,8 @@ SEGMENT_BYTES_MAX = 64 << 20
 LOCK_NAME = "LOCK"
 RESET_NAME = "RESET"
 _SEGMENT_RE = re.compile(r"^wal-(\d{20})\.log$")
-_TAG = bytes([ENTRY_TAG])
+_TAGS = (bytes([ENTRY_TAG]), bytes([RUN_TAG]))
+RUN_MIN_ENTRIES = 8  # a batch this long is written as run records (runs.py)
 
 
 def segment_name(first_index: int) -> str:
@@ -100,6 +115,7 @@ class _Segment:
     path: str
     offsets: array[int]  # byte offset of each entry's frame
     size: int  # bytes written (may be unsynced in the last segment)
+    runs: dict[int, int] = field(default_factory=dict)  # run frame offset -> last index in it
 
     @property
     def last_index(self) -> int:
@@ -112,21 +128,24 @@ class _Scan:
     offsets: array[int]
     end: int  # offset just past the last good frame
     damage: str | None  # why the scan stopped early (torn tail), else None
+    runs: dict[int, int] = field(default_factory=dict)  # run frame offset -> its last index
 
 
 def _find_intact_record(buf: Buf, after: int, min_index: int) -> int | None:
-    """Offset of an intact entry frame starting after ``after`` with index >= min_index."""
-    i = buf.find(_TAG, after + 1 + FRAME_HEADER_SIZE)
-    while i != -1:
-        cand = i - FRAME_HEADER_SIZE
-        try:
-            check_frame(buf, cand, ENTRY_HEADER_SIZE)
-        except CodecError:
-            pass
-        else:
-            if entry_index_at(buf, i) >= min_index:
-                return cand
-        i = buf.find(_TAG, i + 1)
+    """Offset of an intact entry or run frame starting after ``after`` with index >=
+    min_index."""
+    for tag, min_payload in zip(_TAGS, (ENTRY_HEADER_SIZE, RUN_HEADER_SIZE), strict=True):
+        i = buf.find(tag, after + 1 + FRAME_HEADER_SIZE)
+        while i != -1:
+            cand = i - FRAME_HEADER_SIZE
+            try:
+                check_frame(buf, cand, min_payload)
+            except CodecError:
+                pass
+            else:
+                if entry_index_at(buf, i) >= min_index:
+                    return cand
+            i = buf.find(tag, i + 1)
     return None
 
 
@@ -145,6 +164,7 @@ def scan_segment(
     if decoder is None:
         decoder = ColumnDecoder(ColdEntries(first_index))
     offsets: array[int] = array("Q")
+    runs: dict[int, int] = {}
     expected = first_index
     pos = 0
     n = len(buf)
@@ -155,9 +175,10 @@ def scan_segment(
             release(pos)
         if pos >= stop:
             continue
-        # The fast path stopped short of ``stop``: this frame needs the careful look.
+        # The fast path stopped short of ``stop``: this frame needs the careful look (a run
+        # record, an overwrite, a new client id, or damage).
         try:
-            end = check_frame(buf, pos, ENTRY_HEADER_SIZE)
+            end = check_frame(buf, pos, RUN_HEADER_SIZE)
         except CodecError as exc:
             if not allow_torn_tail:
                 raise CorruptLogError(path, pos, exc.reason) from None
@@ -166,15 +187,28 @@ def scan_segment(
                 raise CorruptLogError(
                     path, pos, f"{exc.reason}, yet an intact record follows at offset {intact}"
                 ) from None
-            return _Scan(decoder.cols, offsets, pos, exc.reason)
+            return _Scan(decoder.cols, offsets, pos, exc.reason, runs)
+        start = pos + FRAME_HEADER_SIZE
+        index = entry_index_at(buf, start)
+        if first_index <= index < expected:
+            # Overwrite: a conflict cut fell inside a run frame, which was kept whole; this
+            # later frame replaces the entries from ``index`` on (see FileLogStore).
+            decoder.cols.truncate(index)
+            del offsets[index - first_index :]
+            expected = index
         try:
-            decoder.decode_into(buf, pos + FRAME_HEADER_SIZE, end, expected)
+            if buf[start] == RUN_TAG:
+                count = decoder.decode_run_record(buf, start, end, expected)
+                runs[pos] = expected + count - 1
+            else:
+                decoder.decode_into(buf, start, end, expected)
+                count = 1
         except CodecError as exc:  # the CRC matched, so this was written like this
             raise CorruptLogError(path, pos, exc.reason) from None
-        offsets.append(pos)
-        expected += 1
+        offsets.extend([pos] * count)
+        expected += count
         pos = end
-    return _Scan(decoder.cols, offsets, pos, None)
+    return _Scan(decoder.cols, offsets, pos, None, runs)
 
 
 def _read_file(path: str, size: int | None = None) -> bytes:
@@ -216,9 +250,11 @@ def _mapped(path: str, size: int | None = None) -> Iterator[tuple[Buf, Callable[
 class FileLogStore:
     """Segmented write-ahead log in ``dir_path`` (created if missing)."""
 
-    def __init__(self, dir_path: str, *, segment_bytes_max: int = SEGMENT_BYTES_MAX) -> None:
-        if segment_bytes_max <= 0:
-            raise ValueError("segment_bytes_max must be positive")
+    def __init__(self, dir_path: str, *, segment_bytes_max: int = SEGMENT_BYTES_MAX,
+                 run_min_entries: int = RUN_MIN_ENTRIES) -> None:
+        if segment_bytes_max <= 0 or run_min_entries <= 0:
+            raise ValueError("segment_bytes_max and run_min_entries must be positive")
+        self._run_min = run_min_entries
         self._dir = os.path.abspath(dir_path)
         self._segment_bytes_max = segment_bytes_max
         make_dirs(self._dir)
@@ -309,7 +345,7 @@ class FileLogStore:
                     kept,
                 )
                 self._truncate_file(path, scan.end)
-            segments.append(_Segment(first, path, scan.offsets, scan.end))
+            segments.append(_Segment(first, path, scan.offsets, scan.end, scan.runs))
         return segments, EntryColumns(decoder.cols)
 
     @staticmethod
@@ -365,12 +401,16 @@ class FileLogStore:
             return
         check_append(self.first_index(), self.last_index(), entries)
         self._recovered = None
-        buf, rel = encode_frames(entries)  # before any change: a bad entry changes nothing
+        # Encode before any change: a bad entry changes nothing.
+        if len(entries) >= self._run_min:
+            buf, rel, runs = encode_batch(entries)
+        else:
+            (buf, rel), runs = encode_frames(entries), {}
         try:
             if entries[0].index <= self.last_index():
                 self._truncate_from(entries[0].index)
             active = self._segments[-1]
-            if active.size >= self._segment_bytes_max and active.offsets:
+            if active.size >= self._segment_bytes_max and active.offsets and not self._overwrite_due():
                 self._roll()
                 active = self._segments[-1]
             self._write_all(buf)
@@ -380,6 +420,8 @@ class FileLogStore:
             raise StorageError(f"log store {self._dir}: write failed: {exc}") from exc
         base = active.size
         active.offsets.extend([base + r for r in rel])
+        for r, last in runs.items():
+            active.runs[base + r] = last
         active.size = base + len(buf)
         self._dirty = True
 
@@ -403,11 +445,28 @@ class FileLogStore:
         seg = self._segments[k]
         cut = index - seg.first_index
         off = seg.offsets[cut]
+        prev = seg.offsets[cut - 1] if cut else -1
+        if cut and seg.runs.get(prev, 0) >= index:
+            # ``index`` lies inside the run frame holding ``index - 1`` (as written: an
+            # earlier overwrite may have replaced part of it). Cutting the frame would lose
+            # the entries before ``index``, so it stays whole on disk; only the frames after
+            # it go, and the next frame written starts at ``index``: recovery lets it replace
+            # the frame's suffix (scan_segment).
+            off = next((o for o in seg.offsets[cut:] if o != prev), seg.size)
         os.ftruncate(self._fd, off)
         fdatasync(self._fd)
         del seg.offsets[cut:]
+        for o in [o for o in seg.runs if o >= off]:
+            del seg.runs[o]
         seg.size = off
         self._dirty = False
+
+    def _overwrite_due(self) -> bool:
+        """The active segment ends with a run frame that holds entries past the log's last
+        index (a conflict cut inside it): the next frame must go into this segment, where
+        recovery lets it replace them, so the segment may not be sealed before."""
+        active = self._segments[-1]
+        return bool(active.offsets) and active.runs.get(active.offsets[-1], 0) > active.last_index
 
     def _roll(self) -> None:
         """Seal the active segment (durably) and start the next one."""
@@ -450,7 +509,7 @@ class FileLogStore:
         self._recovered = None
         try:
             active = self._segments[-1]
-            if active.offsets and active.first_index <= upto:
+            if active.offsets and active.first_index <= upto and not self._overwrite_due():
                 # Seal it so a later compaction can drop it whole (and, when everything
                 # goes, an empty active segment carries the first index).
                 self._roll()

@@ -1,0 +1,153 @@
+"""WAL run records: many consecutive entries in one frame, with one CRC and column headers.
+
+How this works: a batch of at least ``FileLogStore``'s ``run_min_entries`` entries is
+written as frames of up to ``RUN_MAX_ENTRIES`` entries (and about ``RUN_MAX_BYTES`` of
+payload) each, instead of a frame per entry. The frame is the usual
+``length u32 | crc32c u32 | payload`` (codec.py); the payload is::
+
+    tag u8 (0xE2) | first_index u64 | count u32
+    | term u64 x n | kind u8 x n | seq u64 x n | ts_ms u64 x n
+    | client_id_len u16 x n | data_len u32 x n | client ids (UTF-8) | data
+
+all little-endian. Tag and index sit where an entry record (0xE1) has them, so scans read
+the index of either kind the same way. Encoding is a handful of C-speed column passes and
+one CRC per frame (~0.2 us per 10 B entry against ~0.5 us for a frame per entry);
+recovery appends the columns to ``ColdEntries`` without a per-entry loop.
+
+A frame holds entries as written; a conflict truncation that falls inside one cannot cut
+it (that would lose the entries before the cut, which may have been acknowledged). The
+store keeps the frame whole and the next frame, which starts at a lower index than the
+previous one ended, replaces the suffix from its first index on (file.py, "overwrite").
+"""
+
+from __future__ import annotations
+
+import mmap
+import struct
+import sys
+from array import array
+from collections.abc import Sequence
+from operator import attrgetter
+
+from udpraft.core.types import Entry
+
+RUN_TAG = 0xE2
+RUN_HEADER = struct.Struct("<BQI")
+RUN_HEADER_SIZE = RUN_HEADER.size  # 13
+PER_ENTRY_BYTES = 8 + 1 + 8 + 8 + 2 + 4  # the fixed columns
+RUN_MAX_ENTRIES = 4096
+RUN_MAX_BYTES = 4 << 20  # client ids + data per frame (one entry may exceed it alone)
+
+_SWAP = sys.byteorder != "little"
+_TERM = attrgetter("term")
+_KIND = attrgetter("kind")
+_SEQ = attrgetter("seq")
+_TS = attrgetter("ts_ms")
+_CID = attrgetter("client_id")
+_DATA = attrgetter("data")
+
+
+def _le(a: array[int]) -> bytes:
+    if _SWAP:
+        a.byteswap()
+    return a.tobytes()
+
+
+def encode_run(entries: Sequence[Entry]) -> bytes:
+    """The run payload for consecutive ``entries`` (at least one). Raises ValueError,
+    OverflowError or TypeError for a value the format cannot hold (the caller re-checks
+    entry by entry for the precise message)."""
+    n = len(entries)
+    ids = list(map(_CID, entries))
+    datas = list(map(_DATA, entries))
+    if ids.count("") == n:
+        cid_lens = bytes(2 * n)
+        cid_blob = b""
+    else:
+        seen: dict[str, bytes] = {}
+        raw = [seen[c] if c in seen else seen.setdefault(c, c.encode("utf-8")) for c in ids]
+        cid_lens = _le(array("H", map(len, raw)))
+        cid_blob = b"".join(raw)
+    return b"".join((
+        RUN_HEADER.pack(RUN_TAG, entries[0].index, n),
+        _le(array("Q", map(_TERM, entries))),
+        bytes(map(_KIND, entries)),
+        _le(array("Q", map(_SEQ, entries))),
+        _le(array("Q", map(_TS, entries))),
+        cid_lens,
+        _le(array("I", map(len, datas))),
+        cid_blob,
+        *datas,
+    ))
+
+
+def split_runs(entries: Sequence[Entry]) -> list[Sequence[Entry]]:
+    """``entries`` cut into runs of at most RUN_MAX_ENTRIES and about RUN_MAX_BYTES."""
+    out: list[Sequence[Entry]] = []
+    start = 0
+    size = 0
+    for i, e in enumerate(entries):
+        size += len(e.data) + len(e.client_id)
+        if i > start and (i - start >= RUN_MAX_ENTRIES or size > RUN_MAX_BYTES):
+            out.append(entries[start:i])
+            start = i
+            size = len(e.data) + len(e.client_id)
+    out.append(entries[start:])
+    return out
+
+
+class RunColumns:
+    """The decoded, checked columns of one run record (views into the frame's bytes)."""
+
+    __slots__ = ("cid_blob", "cid_lens", "count", "data", "data_lens", "first", "kinds", "seqs",
+                 "terms", "ts")
+
+    def __init__(self, first: int, count: int) -> None:
+        self.first = first
+        self.count = count
+        self.terms: array[int] = array("Q")
+        self.kinds = b""
+        self.seqs: array[int] = array("Q")
+        self.ts: array[int] = array("Q")
+        self.cid_lens: array[int] = array("H")
+        self.data_lens: array[int] = array("I")
+        self.cid_blob = b""
+        self.data = b""
+
+
+def decode_run(buf: bytes | mmap.mmap, start: int, end: int, valid_kinds: frozenset[int]) -> RunColumns:
+    """Check and split the run record ``buf[start:end]``; raises ValueError with a reason."""
+    if end - start < RUN_HEADER_SIZE:
+        raise ValueError(f"run record of {end - start} bytes is shorter than its header")
+    tag, first, n = RUN_HEADER.unpack_from(buf, start)
+    if tag != RUN_TAG:
+        raise ValueError(f"unknown record tag 0x{tag:02x}")
+    if n < 1:
+        raise ValueError("run record with no entries")
+    p = start + RUN_HEADER_SIZE
+    if p + n * PER_ENTRY_BYTES > end:
+        raise ValueError("run record shorter than its column headers")
+    r = RunColumns(first, n)
+
+    def take(a: array[int], width: int) -> None:
+        nonlocal p
+        a.frombytes(buf[p : p + width * n])
+        if _SWAP:
+            a.byteswap()
+        p += width * n
+
+    take(r.terms, 8)
+    r.kinds = bytes(buf[p : p + n])
+    p += n
+    take(r.seqs, 8)
+    take(r.ts, 8)
+    take(r.cid_lens, 2)
+    take(r.data_lens, 4)
+    if not set(r.kinds) <= valid_kinds:
+        raise ValueError("unknown entry kind in a run record")
+    cids = sum(r.cid_lens)
+    if p + cids + sum(r.data_lens) != end:
+        raise ValueError("run record lengths do not match the record size")
+    r.cid_blob = bytes(buf[p : p + cids])
+    r.data = bytes(buf[p + cids : end])
+    return r
