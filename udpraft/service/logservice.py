@@ -33,6 +33,7 @@ from typing import Any, Protocol
 
 from udpraft.core.sessions import SessionSnapshot, SessionTable, Verdict
 from udpraft.core.types import Entry, EntryKind
+from udpraft.service.indexset import IndexSet
 
 APP_PREFIX = b"\xffudpraft-app\x00"
 SNAPSHOT_MAGIC = b"LSVC"
@@ -78,7 +79,7 @@ class LogService:
         self.sessions: SessionTable[tuple[int, int, bytes]] = SessionTable(
             window=session_window, ttl_ms=session_ttl_ms
         )
-        self.hidden: set[int] = set()
+        self.hidden = IndexSet()  # a bitmap: one bit per index, not ~60 bytes per member
         self.applied_index = 0
         self.duplicates = 0
         self.expired = 0
@@ -183,7 +184,7 @@ class LogService:
             for seq, (index, term, result) in results.items():
                 out.append(_RESULT.pack(seq, index, term, len(result)))
                 out.append(result)
-        hidden = sorted(i for i in self.hidden if i > floor)
+        hidden = self.hidden.above(floor)
         out.append(_COUNT.pack(len(hidden)))
         out.append(struct.pack(f"<{len(hidden)}Q", *hidden))
         if app_data is None:
@@ -227,13 +228,12 @@ class LogService:
             else:
                 self._pending_app = app_data  # handed over when the application is attached
         self.sessions = table
-        self.hidden = set(hidden)
+        self.hidden = IndexSet(hidden)
         self.applied_index = applied
 
     def prune_hidden(self, upto: int) -> None:
         """Forget hidden indices ``<= upto`` (the log before them was compacted away)."""
-        if self.hidden and min(self.hidden) <= upto:
-            self.hidden = {i for i in self.hidden if i > upto}
+        self.hidden.prune(upto)
 
 
 _HEAD = struct.Struct("<4sHQQI")  # magic, version, applied index, last sweep, sessions
