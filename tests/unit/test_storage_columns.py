@@ -20,7 +20,7 @@ from udpraft.core.log import ColdEntries, EntryColumns, RaftLog
 from udpraft.core.types import NO_SNAPSHOT, Entry, EntryKind, HardState, SnapshotMeta
 from udpraft.io.snapshots import SnapshotStore, recover
 from udpraft.storage import CorruptLogError, FileLogStore, SqliteLogStore
-from udpraft.storage import file as file_mod
+from udpraft.storage import scan as scan_mod
 from udpraft.storage.base import LogStore
 from udpraft.storage.codec import encode_frames
 
@@ -161,13 +161,13 @@ def test_log_recovered_through_columns_equals_one_built_from_objects(
     s = open_store()
     model = _write(s, script)
     s.close()
-    old_window = file_mod._WINDOW
-    file_mod._WINDOW = window  # the scan's fast path stops and resumes every few bytes
+    old_window = scan_mod._WINDOW
+    scan_mod._WINDOW = window  # the scan's fast path stops and resumes every few bytes
     try:
         s = open_store()
         hs, got = s.load()
     finally:
-        file_mod._WINDOW = old_window
+        scan_mod._WINDOW = old_window
     assert isinstance(got, EntryColumns) and got == model
     snaps = None
     meta = NO_SNAPSHOT
@@ -207,7 +207,7 @@ def test_log_recovered_through_columns_equals_one_built_from_objects(
 def test_fast_scan_windows_still_name_file_and_offset_of_a_flipped_byte(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(file_mod, "_WINDOW", 64)
+    monkeypatch.setattr(scan_mod, "_WINDOW", 64)
     entries = [mk(i, 1, i) for i in range(1, 80)]
     s = FileLogStore(str(tmp_path), run_min_entries=FRAME_PER_ENTRY)
     s.append(entries)
