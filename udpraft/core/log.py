@@ -36,19 +36,24 @@ from __future__ import annotations
 from array import array
 from collections.abc import Callable, Iterator, Sequence
 from itertools import accumulate
-from operator import attrgetter
 from typing import overload
 
-from udpraft.core.types import Entry, EntryKind
+from udpraft.core.types import (
+    ENTRY_CLIENT,
+    ENTRY_DATA,
+    ENTRY_KIND,
+    ENTRY_SEQ,
+    ENTRY_TERM,
+    ENTRY_TS,
+    Entry,
+    EntryKind,
+)
 
 HOT_ENTRIES = 16_384  # entries kept as objects behind the applied index (see above)
 
-_TERM = attrgetter("term")
-_KIND = attrgetter("kind")
-_CID = attrgetter("client_id")
-_SEQ = attrgetter("seq")
-_TS = attrgetter("ts_ms")
-_DATA = attrgetter("data")
+_TERM, _KIND, _CID, _SEQ, _TS, _DATA = (
+    ENTRY_TERM, ENTRY_KIND, ENTRY_CLIENT, ENTRY_SEQ, ENTRY_TS, ENTRY_DATA
+)
 _KINDS = {int(k): k for k in EntryKind}
 _FIELDS = ("index", "term", "data", "kind", "client_id", "seq", "ts_ms")
 

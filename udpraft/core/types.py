@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import IntEnum
+from operator import attrgetter
 from typing import NewType
 
 NodeId = NewType("NodeId", str)
@@ -41,6 +42,17 @@ class Entry:
 
     def size_bytes(self) -> int:
         return len(self.data) + len(self.client_id) + 32
+
+
+# One field of many entries at C speed: ``list(map(ENTRY_TERM, entries))`` (column passes
+# of the log, the WAL and the wire).
+ENTRY_INDEX = attrgetter("index")
+ENTRY_TERM = attrgetter("term")
+ENTRY_KIND = attrgetter("kind")
+ENTRY_CLIENT = attrgetter("client_id")
+ENTRY_SEQ = attrgetter("seq")
+ENTRY_TS = attrgetter("ts_ms")
+ENTRY_DATA = attrgetter("data")
 
 
 @dataclass(frozen=True, slots=True)

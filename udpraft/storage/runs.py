@@ -27,8 +27,8 @@ import struct
 import sys
 from array import array
 from collections.abc import Sequence
-from operator import attrgetter
 
+from udpraft.core import types as et
 from udpraft.core.types import Entry
 
 RUN_TAG = 0xE2
@@ -39,12 +39,6 @@ RUN_MAX_ENTRIES = 4096
 RUN_MAX_BYTES = 4 << 20  # client ids + data per frame (one entry may exceed it alone)
 
 _SWAP = sys.byteorder != "little"
-_TERM = attrgetter("term")
-_KIND = attrgetter("kind")
-_SEQ = attrgetter("seq")
-_TS = attrgetter("ts_ms")
-_CID = attrgetter("client_id")
-_DATA = attrgetter("data")
 
 
 def _le(a: array[int]) -> bytes:
@@ -58,8 +52,8 @@ def encode_run(entries: Sequence[Entry]) -> bytes:
     OverflowError or TypeError for a value the format cannot hold (the caller re-checks
     entry by entry for the precise message)."""
     n = len(entries)
-    ids = list(map(_CID, entries))
-    datas = list(map(_DATA, entries))
+    ids = list(map(et.ENTRY_CLIENT, entries))
+    datas = list(map(et.ENTRY_DATA, entries))
     if ids.count("") == n:
         cid_lens = bytes(2 * n)
         cid_blob = b""
@@ -70,10 +64,10 @@ def encode_run(entries: Sequence[Entry]) -> bytes:
         cid_blob = b"".join(raw)
     return b"".join((
         RUN_HEADER.pack(RUN_TAG, entries[0].index, n),
-        _le(array("Q", map(_TERM, entries))),
-        bytes(map(_KIND, entries)),
-        _le(array("Q", map(_SEQ, entries))),
-        _le(array("Q", map(_TS, entries))),
+        _le(array("Q", map(et.ENTRY_TERM, entries))),
+        bytes(map(et.ENTRY_KIND, entries)),
+        _le(array("Q", map(et.ENTRY_SEQ, entries))),
+        _le(array("Q", map(et.ENTRY_TS, entries))),
         cid_lens,
         _le(array("I", map(len, datas))),
         cid_blob,
