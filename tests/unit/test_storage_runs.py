@@ -9,7 +9,7 @@ import pytest
 
 from udpraft.core.types import Entry, EntryKind
 from udpraft.storage import CorruptLogError, FileLogStore
-from udpraft.storage.runs import RUN_HEADER_SIZE, decode_run, encode_run, split_runs
+from udpraft.storage.runs import RUN_HEADER_SIZE, decode_run, encode_run
 
 KINDS = frozenset(int(k) for k in EntryKind)
 
@@ -52,13 +52,19 @@ def test_a_bad_run_record_is_refused_with_a_reason(mutate: object, reason: str) 
         decode_run(bad, 0, len(bad), KINDS)
 
 
-def test_split_runs_bounds_entries_and_bytes() -> None:
+def test_runs_are_bounded_in_entries_and_bytes() -> None:
     from udpraft.storage import runs
 
     es = [Entry(i, 1, b"a") for i in range(1, runs.RUN_MAX_ENTRIES * 2 + 2)]
-    assert [len(r) for r in split_runs(es)] == [runs.RUN_MAX_ENTRIES, runs.RUN_MAX_ENTRIES, 1]
-    big = [Entry(i, 1, b"b" * (runs.RUN_MAX_BYTES // 2 + 1)) for i in range(1, 4)]
-    assert [len(r) for r in split_runs(big)] == [1, 1, 1]
+    got = runs.encode_runs(es)
+    assert [len(r) for r, _ in got] == [runs.RUN_MAX_ENTRIES, runs.RUN_MAX_ENTRIES, 1]
+    assert [e for r, _ in got for e in r] == es
+    big = [Entry(i, 1, b"b" * (runs.RUN_MAX_BYTES // 3)) for i in range(1, 8)]
+    got = runs.encode_runs(big)
+    assert [e for r, _ in got for e in r] == big  # in order, all there
+    assert all(len(p) <= runs.RUN_MAX_BYTES for _, p in got) and len(got) >= 3
+    huge = [Entry(1, 1, b"c" * (runs.RUN_MAX_BYTES + 1))]
+    assert [len(r) for r, _ in runs.encode_runs(huge)] == [1]  # one entry may exceed it
 
 
 def reopen(d: Path) -> FileLogStore:

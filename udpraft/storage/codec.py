@@ -35,7 +35,7 @@ from itertools import accumulate, repeat
 from udpraft.core.log import ColdEntries
 from udpraft.core.types import Entry, EntryKind, HardState
 from udpraft.storage.crc32c import crc32c, crc32c_bytes
-from udpraft.storage.runs import decode_run, encode_run, split_runs
+from udpraft.storage.runs import decode_run, encode_runs
 
 _crc_value = crc32c_bytes
 
@@ -184,13 +184,13 @@ def encode_batch(entries: Sequence[Entry]) -> tuple[bytes, list[int], dict[int, 
     offsets: list[int] = []
     runs: dict[int, int] = {}
     pos = 0
-    for run in split_runs(entries):
-        try:
-            payload = encode_run(run)
-        except (struct.error, ValueError, TypeError, OverflowError):
-            for e in run:
-                encode_entry(e)  # raises the precise error
-            raise
+    try:
+        runs_encoded = encode_runs(entries)
+    except (struct.error, ValueError, TypeError, OverflowError):
+        for e in entries:
+            encode_entry(e)  # raises the precise error
+        raise
+    for run, payload in runs_encoded:
         if len(payload) > PAYLOAD_BYTES_MAX:
             raise ValueError(f"entry {run[0].index} is larger than {PAYLOAD_BYTES_MAX} bytes")
         parts.append(_FRAME.pack(len(payload), _crc_value(payload)))

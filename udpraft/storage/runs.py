@@ -36,7 +36,7 @@ RUN_HEADER = struct.Struct("<BQI")
 RUN_HEADER_SIZE = RUN_HEADER.size  # 13
 PER_ENTRY_BYTES = 8 + 1 + 8 + 8 + 2 + 4  # the fixed columns
 RUN_MAX_ENTRIES = 4096
-RUN_MAX_BYTES = 4 << 20  # client ids + data per frame (one entry may exceed it alone)
+RUN_MAX_BYTES = 4 << 20  # payload per frame (one entry may exceed it alone)
 
 _SWAP = sys.byteorder != "little"
 
@@ -75,18 +75,21 @@ def encode_run(entries: Sequence[Entry]) -> bytes:
     ))
 
 
-def split_runs(entries: Sequence[Entry]) -> list[Sequence[Entry]]:
-    """``entries`` cut into runs of at most RUN_MAX_ENTRIES and about RUN_MAX_BYTES."""
-    out: list[Sequence[Entry]] = []
-    start = 0
-    size = 0
-    for i, e in enumerate(entries):
-        size += len(e.data) + len(e.client_id)
-        if i > start and (i - start >= RUN_MAX_ENTRIES or size > RUN_MAX_BYTES):
-            out.append(entries[start:i])
-            start = i
-            size = len(e.data) + len(e.client_id)
-    out.append(entries[start:])
+def encode_runs(entries: Sequence[Entry]) -> list[tuple[Sequence[Entry], bytes]]:
+    """``entries`` as run payloads of at most RUN_MAX_ENTRIES entries each, a payload over
+    RUN_MAX_BYTES halved until it fits (or holds one entry): no size pass over the usual
+    batch, which fits at once."""
+    out: list[tuple[Sequence[Entry], bytes]] = []
+    todo = [entries[i : i + RUN_MAX_ENTRIES] for i in range(0, len(entries), RUN_MAX_ENTRIES)]
+    todo.reverse()
+    while todo:
+        run = todo.pop()
+        payload = encode_run(run)
+        if len(payload) > RUN_MAX_BYTES and len(run) > 1:
+            half = len(run) // 2
+            todo += (run[half:], run[:half])
+            continue
+        out.append((run, payload))
     return out
 
 
