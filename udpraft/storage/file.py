@@ -12,7 +12,7 @@ Layout of the directory::
 Each segment is a sequence of frames ``length u32 | crc32c u32 | record`` (codec.py)
 holding entries with consecutive indexes: an entry record (one entry) or, for a batch of
 at least ``run_min_entries`` (8) entries, run records of up to 4,096 entries each, with
-one CRC and column headers (runs.py): a third of the encoding cost per entry. A batch is
+one CRC and column headers (runs.py): about half the encoding cost per entry. A batch is
 encoded into one buffer and written with one ``os.write`` to the active segment (opened
 ``O_APPEND``); ``sync`` is one ``fdatasync`` of that segment, plus one for the hard state
 if it changed: group commit.

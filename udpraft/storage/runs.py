@@ -11,7 +11,8 @@ payload) each, instead of a frame per entry. The frame is the usual
 
 all little-endian. Tag and index sit where an entry record (0xE1) has them, so scans read
 the index of either kind the same way. Encoding is a handful of C-speed column passes and
-one CRC per frame (~0.2 us per 10 B entry against ~0.5 us for a frame per entry);
+one CRC per frame (about half the cost of a frame per entry: 361 against 763 ns per 10 B
+entry in 1,024-entry batches, measured side by side);
 recovery appends the columns to ``ColdEntries`` without a per-entry loop.
 
 A frame holds entries as written; a conflict truncation that falls inside one cannot cut
