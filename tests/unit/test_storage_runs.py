@@ -139,3 +139,18 @@ def test_runs_and_single_frames_mix_in_one_segment(tmp_path: Path) -> None:
     s = FileLogStore(str(tmp_path), run_min_entries=10**9)  # reads both whatever it writes
     assert s.load()[1] == ents(1, 1, 1) + ents(2, 6, 1, cid="a") + ents(7, 8, 1) + ents(9, 12, 2, cid="b")
     s.close()
+
+
+def test_a_record_going_back_over_single_frames_is_corruption(tmp_path: Path) -> None:
+    from udpraft.storage.codec import encode_frames
+
+    s = FileLogStore(str(tmp_path), run_min_entries=10**9)
+    s.append(ents(1, 5, 1))  # a frame per entry
+    s.sync()
+    path = s.segment_paths()[0]
+    s.close()
+    forged, _ = encode_frames(ents(3, 3, 2, "z"))  # valid CRC, but goes back to 3
+    with open(path, "ab") as f:
+        f.write(forged)
+    with pytest.raises(CorruptLogError, match="goes back over entries outside a run frame"):
+        FileLogStore(str(tmp_path))

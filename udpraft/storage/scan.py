@@ -103,7 +103,13 @@ def scan_segment(
         index = entry_index_at(buf, start)
         if first_index <= index < expected:
             # Overwrite: a conflict cut fell inside a run frame, which was kept whole; this
-            # later frame replaces the entries from ``index`` on (see FileLogStore).
+            # later frame replaces the entries from ``index`` on (see FileLogStore). The
+            # store writes nothing else that goes back: entry ``index`` must lie in a run.
+            if runs.get(offsets[index - first_index], 0) < index:
+                raise CorruptLogError(
+                    path, pos, f"record for index {index} goes back over entries outside a"
+                    f" run frame (expected {expected})"
+                )
             decoder.cols.truncate(index)
             del offsets[index - first_index :]
             expected = index
