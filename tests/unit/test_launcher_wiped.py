@@ -110,8 +110,9 @@ def test_the_supervisor_replaces_a_wiped_node_and_never_restarts_it(tmp_path: Pa
         # kill -9 and rm -rf: never started again; a replacement is tried (the stand-in
         # cluster never comes up, so it gives up after replace_timeout_s and says so)
         pid2 = sup.pids()["n2"]
-        os.kill(pid2, signal.SIGKILL)
-        shutil.rmtree(data / "n2")
+        with sup._lock:  # the monitor waits, so it finds n2 dead *and* wiped (else, under
+            os.kill(pid2, signal.SIGKILL)  # load, it could reap and schedule a restart
+            shutil.rmtree(data / "n2")  # between the kill and the rm: seen once in CI)
         assert sup.wait_until(lambda: any("gave up replacing n2" in t for t in texts(sup)), 10)
         assert sup.is_wiped("n2") and state(sup, "n2") == "held" and sup.restarts("n2") == 0
         assert any("n2 lost what it acknowledged (its data dir" in t for t in texts(sup))
