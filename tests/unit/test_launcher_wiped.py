@@ -137,7 +137,12 @@ def test_a_wipe_while_the_launcher_was_down_is_noticed_at_start(tmp_path: Path) 
     sup = ClusterSupervisor(opts)
     try:
         sup.start()
-        assert sup.wait_until(lambda: all(wiped.has_marker(data / n) for n in sup.ids), 10)
+        # Wait for the stand-ins' own setup too: a `mkdir -p` child of a stand-in's shell
+        # outlives the shell's SIGTERM and could re-create a dir removed below (seen 1 in 12
+        # loaded runs: n3's dir came back after the rm -rf).
+        assert sup.wait_until(lambda: all(
+            wiped.has_marker(data / n) and (data / n / "wal" / "hardstate.bin").exists()
+            for n in sup.ids), 10)
     finally:
         sup.stop()
     assert (data / layout.BOOT_FILE).exists()
