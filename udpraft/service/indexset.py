@@ -54,12 +54,7 @@ class IndexSet:
         return self._count
 
     def __iter__(self) -> Iterator[int]:
-        base = self._base
-        for byte, v in enumerate(self._bits):
-            if v:
-                for bit in range(8):
-                    if v >> bit & 1:
-                        yield base + byte * 8 + bit
+        return iter(self.above(self._base - 1))
 
     def above(self, floor: int) -> list[int]:
         """Members greater than ``floor``, ascending."""

@@ -231,13 +231,18 @@ class ColumnDecoder:
         raw = buf[p:q]
         client_id = self._cids.get(raw)
         if client_id is None:
-            try:
-                client_id = self.cols.intern(raw.decode("utf-8"))
-            except UnicodeDecodeError:
-                raise CodecError("client id is not UTF-8") from None
-            if len(self._cids) < 65_536:
-                self._cids[raw] = client_id
+            client_id = self._new_cid(raw)
         self.cols.append(term, kind, client_id, seq, ts_ms, buf[q:end])
+
+    def _new_cid(self, raw: bytes) -> str:
+        """Decode a client id not seen yet; remember it (up to 65,536 distinct ids)."""
+        try:
+            cid = self.cols.intern(raw.decode("utf-8"))
+        except UnicodeDecodeError:
+            raise CodecError("client id is not UTF-8") from None
+        if len(self._cids) < 65_536:
+            self._cids[raw] = cid
+        return cid
 
     def decode_run_record(self, buf: Buf, start: int, end: int, expected: int) -> int:
         """Check the run record ``buf[start:end]`` starts at entry ``expected``, append its
@@ -259,14 +264,7 @@ class ColumnDecoder:
                 raw = blob[p : p + k]
                 p += k
                 cid = table.get(raw)
-                if cid is None:
-                    try:
-                        cid = cols.intern(raw.decode("utf-8"))
-                    except UnicodeDecodeError:
-                        raise CodecError("client id is not UTF-8") from None
-                    if len(table) < 65_536:
-                        table[raw] = cid
-                cids.append(cid)
+                cids.append(self._new_cid(raw) if cid is None else cid)
             cols.cids.extend(cids)
         else:
             cols.cids.extend(repeat("", n))
