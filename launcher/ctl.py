@@ -37,6 +37,7 @@ import argparse
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -51,6 +52,7 @@ from launcher.members import leader_view
 from udpraft.config import ClusterConfig, load_cluster
 
 MEMBER_TIMEOUT_S = 150.0  # add-node waits for the new node to catch up
+MEMBERS_WAIT_S = 5.0  # `members` waits this long for a leader to answer
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -171,9 +173,16 @@ def _run(a: argparse.Namespace, cfg: ClusterConfig, events: EventLog) -> int:
     if a.cmd == "wipe":
         return _dashboard(cfg, "wipe", {"node": cfg.node(a.node).id}, timeout_s=15.0)
     if a.cmd == "members":
+        # An election (a leader just retired, a crash) takes about a second: ask again
+        # for a few seconds before saying there is no leader.
+        deadline = time.monotonic() + MEMBERS_WAIT_S
         mem = leader_view([n.http for n in cfg.nodes])
+        while mem is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+            mem = leader_view([n.http for n in cfg.nodes])
         if mem is None:
-            print("launcher ctl: no leader answers GET /members", file=sys.stderr)
+            print(f"launcher ctl: no leader answers GET /members (asked for {MEMBERS_WAIT_S:.0f} s)",
+                  file=sys.stderr)
             return 1
         sys.stdout.write(orjson.dumps(mem).decode() + "\n")
         return 0
