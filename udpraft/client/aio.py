@@ -26,6 +26,7 @@ import itertools
 import secrets
 import socket
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -98,7 +99,8 @@ class AsyncClient:
         self._sweep: asyncio.TimerHandle | None = None
         self._sweep_at = 0.0
         self._opening: asyncio.Future[None] | None = None
-        self._slots: asyncio.Semaphore | None = None
+        self._in_flight = 0  # submits between entry and answer, at most max_in_flight
+        self._slot_waiters: deque[asyncio.Future[None]] = deque()  # FIFO beyond that
         self.errors = 0
 
     @classmethod
@@ -112,7 +114,6 @@ class AsyncClient:
             else:
                 tr = await _open_socket(self)
             self._transport = tr
-            self._slots = asyncio.Semaphore(self.max_in_flight)
         return self._transport
 
     async def close(self) -> None:
@@ -144,15 +145,58 @@ class AsyncClient:
     async def submit(self, data: bytes, timeout: float = 5.0) -> Result:
         if self._transport is None:
             await self._ensure()
-        assert self._slots is not None
         deadline = time.monotonic() + timeout
-        async with self._slots:
-            for _ in range(3):
+        if self._in_flight >= self.max_in_flight or self._slot_waiters:
+            await self._take_slot()  # returns holding a slot
+        else:
+            self._in_flight += 1
+        try:
+            if self.core.opened:  # the common case, inline: one coroutine frame per submit
+                fut: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
+                self._outbox.append((self.core.next_seq(), bytes(data), fut, deadline))
+                if not self._flush_scheduled:
+                    self._schedule_flush()
+                try:
+                    return await fut
+                except SessionExpired:
+                    self._reset_session()  # refused, so not applied: retry in a new session
+            for _ in range(2):
                 try:
                     return await self._submit_once(bytes(data), deadline)
                 except SessionExpired:
-                    self._reset_session()  # refused, so not applied: retry in a new session
+                    self._reset_session()
             raise SessionExpired("the cluster keeps expiring this client's sessions")
+        finally:
+            self._release_slot()
+
+    def _release_slot(self) -> None:
+        """Hand this submit's slot to the oldest live waiter, or free it."""
+        waiters = self._slot_waiters
+        while waiters:
+            w = waiters.popleft()
+            if not w.done():
+                w.set_result(None)  # the slot passes on: _in_flight stays
+                return
+        self._in_flight -= 1
+
+    async def _take_slot(self) -> None:
+        """Wait (FIFO) for a slot while ``max_in_flight`` submits are in flight. Waiters
+        exist only while every slot is taken: a slot is freed only when none is waiting."""
+        w: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._slot_waiters.append(w)
+        try:
+            await w
+        except asyncio.CancelledError:
+            if w.done() and not w.cancelled():  # handed a slot, then cancelled: pass it on
+                self._release_slot()
+            raise
+
+    def _schedule_flush(self) -> None:
+        self._flush_scheduled = True
+        if self.mux is not None:
+            self.mux.dirty(self)  # packed in the mux's own flush, this loop turn
+        else:
+            asyncio.get_running_loop().call_soon(self._flush)
 
     async def _submit_once(self, data: bytes, deadline: float) -> Result:
         loop = asyncio.get_running_loop()
@@ -177,11 +221,7 @@ class AsyncClient:
         fut2: asyncio.Future[Result] = loop.create_future()
         self._outbox.append((self.core.next_seq(), data, fut2, deadline))
         if not self._flush_scheduled:
-            self._flush_scheduled = True
-            if self.mux is not None:
-                self.mux.dirty(self)  # packed in the mux's own flush, this loop turn
-            else:
-                loop.call_soon(self._flush)
+            self._schedule_flush()
         return await fut2
 
     def _reset_session(self) -> None:
