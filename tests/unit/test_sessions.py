@@ -250,3 +250,24 @@ def test_window_pruning_keeps_the_same_results_as_dict_order(seed: int) -> None:
             fresh: SessionTable[Any] = SessionTable(window=8)
             fresh.restore(table.snapshot())
             table = fresh
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_check_record_decides_and_records_like_check_then_record(seed: int) -> None:
+    """The one-call path of plain submits: same verdicts, cached results, expiry sweeps,
+    evictions and window pruning as check() followed by record() on APPLY."""
+    log = random_log(seed, 600)
+
+    def fresh() -> SessionTable[str]:
+        return SessionTable(window=8, ttl_ms=TTL, max_sessions=4)
+
+    a, b = fresh(), fresh()
+    for cid, seq, ts in log:
+        va, ca = a.check(cid, seq, ts)
+        if va == Verdict.APPLY:
+            a.record(cid, seq, f"{cid}:{seq}")
+        vb, cb = b.check_record(cid, seq, ts, f"{cid}:{seq}")
+        assert (vb, cb) == (va, ca)
+        assert b.snapshot() == a.snapshot()
+        assert [s.order for s in b._sessions.values()] == [s.order for s in a._sessions.values()]
+    assert {A, D, E} <= set(run(fresh(), log))  # the log exercises every verdict

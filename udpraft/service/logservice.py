@@ -102,27 +102,30 @@ class LogService:
             result = self._run(e) if is_app else b""
             self.sessions.record(e.client_id, e.seq, (e.index, e.term, result))
             return Outcome(Verdict.APPLY, e.index, e.term, result)
-        self.hidden.add(e.index)
-        if verdict == Verdict.DUPLICATE and cached is not None:
-            self.duplicates += 1
-            return Outcome(Verdict.DUPLICATE, cached[0], cached[1], cached[2])
-        self.expired += 1
-        return Outcome(Verdict.EXPIRED, e.index, e.term, b"")
+        return self._refused(e, verdict, cached)
 
     def apply_all(self, entries: list[Entry]) -> list[Outcome | None]:
-        """``[apply(e) for e in entries]``, with plain entries (no session, not an
-        application command, kind NORMAL) inlined: ~20% less per entry."""
+        """``[apply(e) for e in entries]``, with the common entries inlined: plain ones (no
+        session, not an application command, kind NORMAL) and plain session submits whose
+        session takes them (check and record in one call): ~20-50% less per entry."""
         out: list[Outcome | None] = []
         add = out.append
         prefix = APP_PREFIX
         normal = EntryKind.NORMAL
         ok = Verdict.APPLY
+        admit = self.sessions.check_record
         for e in entries:
-            if e.client_id or e.kind != normal or e.data.startswith(prefix):
+            if e.kind != normal or e.data.startswith(prefix):
                 add(self.apply(e))
                 continue
             if e.index != self.applied_index + 1:
                 raise AssertionError(f"apply out of order: {e.index} after {self.applied_index}")
+            cid = e.client_id
+            if cid:
+                verdict, cached = admit(cid, e.seq, e.ts_ms, (e.index, e.term, b""))
+                if verdict != ok:
+                    add(self._refused(e, verdict, cached))
+                    continue
             self.applied_index = e.index
             add(Outcome(ok, e.index, e.term, b""))
         return out
@@ -133,13 +136,33 @@ class LogService:
         an application command) only advances the applied index."""
         prefix = APP_PREFIX
         normal = EntryKind.NORMAL
+        ok = Verdict.APPLY
+        admit = self.sessions.check_record
         for e in entries:
-            if e.client_id or e.kind != normal or e.data.startswith(prefix):
+            if e.kind != normal or e.data.startswith(prefix):
                 self.apply(e)
                 continue
             if e.index != self.applied_index + 1:
                 raise AssertionError(f"apply out of order: {e.index} after {self.applied_index}")
+            cid = e.client_id
+            if cid:
+                verdict, cached = admit(cid, e.seq, e.ts_ms, (e.index, e.term, b""))
+                if verdict != ok:
+                    self._refused(e, verdict, cached)
+                    continue
             self.applied_index = e.index
+
+    def _refused(
+        self, e: Entry, verdict: Verdict, cached: tuple[int, int, bytes] | None
+    ) -> Outcome:
+        """A plain session entry the session table did not take (as in ``apply``)."""
+        self.applied_index = e.index
+        self.hidden.add(e.index)
+        if verdict == Verdict.DUPLICATE and cached is not None:
+            self.duplicates += 1
+            return Outcome(Verdict.DUPLICATE, cached[0], cached[1], cached[2])
+        self.expired += 1
+        return Outcome(Verdict.EXPIRED, e.index, e.term, b"")
 
     def _run(self, e: Entry) -> bytes:
         return self._app.apply(e.index, e.data[len(APP_PREFIX) :])
