@@ -67,6 +67,26 @@ class Outcome:
     result: bytes
 
 
+# A session's cached result of an applied entry: (index, term, result), or, for the common
+# result b"" (a plain submit), the int ``index << 64 | term`` (terms and indices are u64 on
+# the wire). An int is not tracked by the cyclic GC; a tuple per applied submit, kept for
+# the session window (4,096 seqs per client), was: 64 pipelining clients made ~250,000 of
+# them, each young-generation collection walked 50,000 (1.5-10 ms pauses, ~1 a second).
+Cached = int | tuple[int, int, bytes]
+_U64 = (1 << 64) - 1
+
+
+def _cache(index: int, term: int, result: bytes) -> Cached:
+    return (index, term, result) if result else index << 64 | term
+
+
+def _uncache(c: Cached) -> tuple[int, int, bytes]:
+    if type(c) is int:
+        return c >> 64, c & _U64, b""
+    assert isinstance(c, tuple)
+    return c
+
+
 class LogService:
     def __init__(
         self,
@@ -76,7 +96,7 @@ class LogService:
     ) -> None:
         self._app: Application = app or NullApplication()
         self._pending_app: bytes | None = None  # restored before an application was attached
-        self.sessions: SessionTable[tuple[int, int, bytes]] = SessionTable(
+        self.sessions: SessionTable[Cached] = SessionTable(
             window=session_window, ttl_ms=session_ttl_ms
         )
         self.hidden = IndexSet()  # a bitmap: one bit per index, not ~60 bytes per member
@@ -100,7 +120,7 @@ class LogService:
         verdict, cached = self.sessions.check(e.client_id, e.seq, e.ts_ms)
         if verdict == Verdict.APPLY:
             result = self._run(e) if is_app else b""
-            self.sessions.record(e.client_id, e.seq, (e.index, e.term, result))
+            self.sessions.record(e.client_id, e.seq, _cache(e.index, e.term, result))
             return Outcome(Verdict.APPLY, e.index, e.term, result)
         return self._refused(e, verdict, cached)
 
@@ -122,7 +142,7 @@ class LogService:
                 raise AssertionError(f"apply out of order: {e.index} after {self.applied_index}")
             cid = e.client_id
             if cid:
-                verdict, cached = admit(cid, e.seq, e.ts_ms, (e.index, e.term, b""))
+                verdict, cached = admit(cid, e.seq, e.ts_ms, e.index << 64 | e.term)
                 if verdict != ok:
                     add(self._refused(e, verdict, cached))
                     continue
@@ -146,21 +166,21 @@ class LogService:
                 raise AssertionError(f"apply out of order: {e.index} after {self.applied_index}")
             cid = e.client_id
             if cid:
-                verdict, cached = admit(cid, e.seq, e.ts_ms, (e.index, e.term, b""))
+                verdict, cached = admit(cid, e.seq, e.ts_ms, e.index << 64 | e.term)
                 if verdict != ok:
                     self._refused(e, verdict, cached)
                     continue
             self.applied_index = e.index
 
     def _refused(
-        self, e: Entry, verdict: Verdict, cached: tuple[int, int, bytes] | None
+        self, e: Entry, verdict: Verdict, cached: Cached | None
     ) -> Outcome:
         """A plain session entry the session table did not take (as in ``apply``)."""
         self.applied_index = e.index
         self.hidden.add(e.index)
         if verdict == Verdict.DUPLICATE and cached is not None:
             self.duplicates += 1
-            return Outcome(Verdict.DUPLICATE, cached[0], cached[1], cached[2])
+            return Outcome(Verdict.DUPLICATE, *_uncache(cached))
         self.expired += 1
         return Outcome(Verdict.EXPIRED, e.index, e.term, b"")
 
@@ -184,7 +204,7 @@ class LogService:
         hit = self.sessions.lookup(client_id, seq)
         if hit is None:
             return None
-        return Outcome(Verdict.DUPLICATE, hit[0], hit[1], hit[2])
+        return Outcome(Verdict.DUPLICATE, *_uncache(hit))
 
     def visible(self, e: Entry) -> bool:
         return e.kind == EntryKind.NORMAL and e.index not in self.hidden
@@ -204,7 +224,8 @@ class LogService:
             raw = cid.encode("utf-8")
             out.append(_SESSION.pack(len(raw), last_ts, max_seq, len(results)))
             out.append(raw)
-            for seq, (index, term, result) in results.items():
+            for seq, cached in results.items():
+                index, term, result = _uncache(cached)
                 out.append(_RESULT.pack(seq, index, term, len(result)))
                 out.append(result)
         hidden = self.hidden.above(floor)
@@ -224,14 +245,14 @@ class LogService:
         magic, version, applied, last_sweep, n_sessions = r.take(_HEAD)
         if magic != SNAPSHOT_MAGIC or version != SNAPSHOT_VERSION:
             raise ValueError(f"not a log service snapshot (magic {magic!r}, version {version})")
-        sessions: list[tuple[str, int, int, dict[int, tuple[int, int, bytes]]]] = []
+        sessions: list[tuple[str, int, int, dict[int, Cached]]] = []
         for _ in range(n_sessions):
             cid_len, last_ts, max_seq, n_results = r.take(_SESSION)
             cid = r.raw(cid_len).decode("utf-8")
-            results: dict[int, tuple[int, int, bytes]] = {}
+            results: dict[int, Cached] = {}
             for _ in range(n_results):
                 seq, index, term, rlen = r.take(_RESULT)
-                results[seq] = (index, term, r.raw(rlen))
+                results[seq] = _cache(index, term, r.raw(rlen))
             sessions.append((cid, last_ts, max_seq, results))
         (n_hidden,) = r.take(_COUNT)
         hidden = struct.unpack(f"<{n_hidden}Q", r.raw(8 * n_hidden))
@@ -239,7 +260,7 @@ class LogService:
         app_data = r.raw(app_len) if has_app else None
         if not r.done():
             raise ValueError("trailing bytes after the log service snapshot")
-        table: SessionTable[tuple[int, int, bytes]] = SessionTable(
+        table: SessionTable[Cached] = SessionTable(
             window=self.sessions.window, ttl_ms=self.sessions.ttl_ms,
             max_sessions=self.sessions.max_sessions,
         )
