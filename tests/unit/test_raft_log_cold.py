@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from udpraft.core import log as log_mod
 from udpraft.core.log import ColdEntries, RaftLog
 from udpraft.core.types import Entry, EntryKind
 
@@ -47,9 +48,19 @@ ops = st.lists(
 
 
 @settings(max_examples=300, deadline=None)
-@given(ops, st.integers(1, 3), st.integers(0, 12))
+@given(ops, st.integers(1, 3), st.integers(0, 12), st.sampled_from([log_mod.REF_MIN, 3]))
 def test_cold_prefix_matches_plain_log(script: list[tuple[str, int, int, int]], hot: int,
-                                       recovered: int) -> None:
+                                       recovered: int, ref_min: int) -> None:
+    # ref_min 3: the 3- and 4-byte payloads of mk() are kept by reference, the rest copied.
+    saved, log_mod.REF_MIN = log_mod.REF_MIN, ref_min
+    try:
+        _cold_prefix_matches_plain_log(script, hot, recovered)
+    finally:
+        log_mod.REF_MIN = saved
+
+
+def _cold_prefix_matches_plain_log(script: list[tuple[str, int, int, int]], hot: int,
+                                   recovered: int) -> None:
     start = [mk(i, 1 + i // 5, i) for i in range(1, recovered + 1)]
     a = RaftLog(start, hot_entries=hot)
     b = RaftLog(start, hot_entries=NEVER)
@@ -115,21 +126,30 @@ def test_cold_prefix_matches_plain_log(script: list[tuple[str, int, int, int]], 
         assert state(a) == state(b)
 
 
-def test_cold_columns_round_trip_and_cut() -> None:
+@pytest.mark.parametrize("ref_min", [log_mod.REF_MIN, 3, 1])
+def test_cold_columns_round_trip_and_cut(ref_min: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(log_mod, "REF_MIN", ref_min)
     ents = [mk(i, 2, i) for i in range(5, 25)]
     c = ColdEntries(5)
     c.extend(ents[:7])
     c.extend(ents[7:])
     assert [c.entry(i) for i in range(5, 25)] == ents
     assert [c.size_bytes(i) for i in range(5, 25)] == [e.size_bytes() for e in ents]
-    c.truncate(20)
-    assert c.last == 19
+    c.truncate(23)  # entry 23 has a 3-byte payload: held by reference when ref_min <= 3
+    assert c.last == 22
     c.drop_through(9)
-    assert c.first == 10 and [c.entry(i) for i in range(10, 20)] == ents[5:15]
-    c.extend(ents[15:])
-    assert [c.entry(i) for i in range(10, 25)] == ents[5:]
+    assert c.first == 10 and [c.entry(i) for i in range(10, 23)] == ents[5:18]
+    other = [Entry(i, 3) for i in (23, 24)]  # empty payloads (never by reference) after the cut
+    c.extend(other)
+    want = ents[5:18] + other
+    assert [c.entry(i) for i in range(10, 25)] == want
+    assert c.entries(10, 25) == want
+    assert [c.size_bytes(i) for i in range(10, 25)] == [e.size_bytes() for e in want]
+    if ref_min <= 4:
+        assert c.refs and min(c.refs) >= 10 and max(c.refs) <= 24, "held by reference"
+    assert all(len(c.refs[i]) >= ref_min for i in c.refs)
     assert c.rfind_kind(int(EntryKind.CONFIG), 10, 24) == max(
-        e.index for e in ents[5:] if e.kind == EntryKind.CONFIG)
+        e.index for e in want if e.kind == EntryKind.CONFIG)
 
 
 def test_million_entries_are_compact() -> None:
@@ -156,8 +176,6 @@ def test_million_entries_are_compact() -> None:
 def test_entries_freeze_in_small_batches(monkeypatch: pytest.MonkeyPatch) -> None:
     """Applied entries move to the columns ~FREEZE_CHUNK at a time, not hot_entries at a
     time: one move of 16,384 entries stalled every node for ~10 ms at the same index."""
-    from udpraft.core import log as log_mod
-
     sizes: list[int] = []
     real = log_mod.ColdEntries.extend
 
