@@ -23,7 +23,7 @@ from typing import Any
 
 from aiohttp import web
 
-from udpraft.client.core import Result
+from udpraft.client.core import Result, new_result
 from udpraft.config import load_cluster, load_secret
 from udpraft.core.errors import InvalidRequest, NotLeader, ProposalDropped
 from udpraft.core.ready import Role
@@ -89,7 +89,7 @@ class EmbeddedNode:
             raise Rejected(f"proposal refused: {e}") from None
         except (ProposalLost, TimeoutError) as e:
             raise Timeout(f"not known to be committed: {e}") from None
-        return Result(out.index, out.term)
+        return new_result(out.index, out.term)
 
     def submit_cb(
         self,
@@ -169,7 +169,7 @@ class _ResultWaiter(CallbackWaiter):
     __slots__ = ()
 
     def result(self, out: Outcome) -> Result:
-        return Result(out.index, out.term)
+        return new_result(out.index, out.term)
 
     def error(self, e: BaseException) -> UdpRaftError:
         if isinstance(e, NotLeader):

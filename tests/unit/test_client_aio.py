@@ -164,3 +164,19 @@ def test_expired_session_submit_is_sent_again_in_a_new_session() -> None:
     log, index = asyncio.run(run())
     assert [blob for _, _, blob in log] == [b"open", b"again"], "applied once, in the new session"
     assert log[0][0] != log[1][0] and index == 2
+
+
+def test_new_result_is_a_plain_frozen_result() -> None:
+    import dataclasses
+
+    from udpraft.client.core import Result, new_result
+
+    r = new_result(7, 3)
+    assert type(r) is Result and r == Result(7, 3) and hash(r) == hash(Result(7, 3))
+    assert (r.index, r.term) == (7, 3) and repr(r) == "Result(index=7, term=3)"
+    try:
+        r.index = 8  # type: ignore[misc]
+    except dataclasses.FrozenInstanceError:
+        pass
+    else:
+        raise AssertionError("a Result must stay immutable")

@@ -37,6 +37,7 @@ from udpraft.client.core import (
     Result,
     cluster_file_args,
     entries_of,
+    new_result,
     parse_nodes,
     responses_in,
 )
@@ -383,7 +384,7 @@ class AsyncClient:
             for seq, index, term in resp.body.get("done", []):
                 f = call.futures.pop(seq, None)
                 if f is not None and not f.done():
-                    f.set_result(Result(int(index), int(term)))
+                    f.set_result(new_result(int(index), int(term)))
             if not call.futures:
                 self._finish(call)
             return
