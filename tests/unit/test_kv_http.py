@@ -246,3 +246,50 @@ def test_the_leaders_batch_endpoint_answers_each_forwarded_write() -> None:
         assert st == 400
 
     serve(body)
+
+
+def test_a_follower_gathers_writes_while_a_forward_is_in_flight() -> None:
+    """The first write goes to the leader at once; the writes that arrive while it is in
+    flight travel together in the next batch (FORWARD_LINGER_S), each answered on its own."""
+    from udpraft.kv import server as kv_server
+
+    async def body(s: aiohttp.ClientSession, url: str, node: KVNode, rt: FakeRuntime) -> None:
+        seen: list[int] = []
+        release = asyncio.Event()
+
+        async def propose(request: web.Request) -> web.Response:
+            cmds = json.loads(await request.read())
+            seen.append(len(cmds))
+            if len(seen) == 1:
+                await release.wait()  # keep the first batch in flight
+            return web.json_response([{"header": {"revision": str(i + 1)}} for i in range(len(cmds))])
+
+        leader_app = web.Application()
+        leader_app.router.add_post(kv_server.PROPOSE_PATH, propose)
+        leader = TestServer(leader_app)
+        await leader.start_server()
+        try:
+            addr = ("127.0.0.1", leader.port or 0)
+            rt.cluster = ClusterConfig("unit", (NodeAddr("n1", addr, addr), NodeAddr("n2", addr, addr)))
+            rt.raft.role, rt.raft.leader = Role.FOLLOWER, "n2"
+            dl = time.monotonic() + 5
+            first = asyncio.create_task(node.forward_command(b'["P","a","1",0,0]', "n2", dl))
+            while not seen:
+                await asyncio.sleep(0.001)
+            rest = []
+            for i in range(5):  # one per loop turn, as separate HTTP requests would come
+                rest.append(asyncio.create_task(node.forward_command(b'["P","b","%d",0,0]' % i, "n2", dl)))
+                await asyncio.sleep(0)
+            await asyncio.sleep(0.05)
+            assert seen == [1, 5], "gathered into one batch while the first was in flight"
+            release.set()
+            answers = await asyncio.gather(first, *rest)
+            assert all(r is not None and r.status == 200 for r in answers)
+            assert node._fwd_in_flight == {"n2": 0}
+            # nothing in flight: the next write leaves at once, alone
+            again = await node.forward_command(b'["P","c","1",0,0]', "n2", time.monotonic() + 5)
+            assert again is not None and again.status == 200 and seen == [1, 5, 1]
+        finally:
+            await leader.close()
+
+    serve(body)

@@ -54,6 +54,9 @@ log = logging.getLogger("udpraft.kv")
 FORWARD_HEADER = "X-Udpraft-Forwarded"
 PROPOSE_PATH = "/udpraft/kv/propose"  # followers' batched writes to the leader
 FORWARD_BATCH_MAX = 256
+# While a batch to the leader is in flight, the next one gathers writes this long (not just
+# one loop turn): fewer, larger HTTP forwards (~5 -> ~10 writes each under 50 clients).
+FORWARD_LINGER_S = 0.001
 MAX_HOPS = 2
 MAX_COMMAND_BYTES = 60_000  # one log entry; larger requests get etcd's "request is too large"
 LEASE_TICK_S = 0.1
@@ -97,6 +100,7 @@ class KVNode:
         self._read_busy = False
         self._read_gen = 0
         self._fwd_pending: dict[str, list[tuple[bytes, asyncio.Future[Any]]]] = {}
+        self._fwd_in_flight: dict[str, int] = {}  # batches on their way, per leader
         self.stream_wakers: set[Callable[[], None]] = set()  # open watch streams
         self.counters: dict[str, int] = {"forwarded": 0, "proposed": 0, "timeouts": 0, "expired": 0}
         self.machine.lease_listeners.append(self._on_lease)
@@ -181,7 +185,10 @@ class KVNode:
         batch = self._fwd_pending.setdefault(leader, [])
         batch.append((cmd, fut))
         if len(batch) == 1:
-            loop.call_soon(self._flush_forwards, leader)
+            if self._fwd_in_flight.get(leader):
+                loop.call_later(FORWARD_LINGER_S, self._flush_forwards, leader)
+            else:
+                loop.call_soon(self._flush_forwards, leader)
         try:
             res = await asyncio.wait_for(asyncio.shield(fut), max(0.01, deadline - time.monotonic()))
         except TimeoutError:
@@ -200,6 +207,7 @@ class KVNode:
 
     async def _send_batch(self, leader: str, batch: list[tuple[bytes, asyncio.Future[Any]]]) -> None:
         results: list[Any] = [None] * len(batch)  # None: not delivered, safe to retry
+        self._fwd_in_flight[leader] = self._fwd_in_flight.get(leader, 0) + 1
         try:
             if self._session is None:
                 raise aiohttp.ClientConnectionError("no session yet")
@@ -219,6 +227,8 @@ class KVNode:
             pass
         except (TimeoutError, aiohttp.ClientError, orjson.JSONDecodeError):
             results = [self._unavailable().body()] * len(batch)  # may have been applied
+        finally:
+            self._fwd_in_flight[leader] -= 1
         for (_cmd, fut), res in zip(batch, results):
             if not fut.done():
                 fut.set_result(res)
