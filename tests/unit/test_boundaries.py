@@ -81,7 +81,7 @@ def test_core_imports_only_stdlib_and_itself() -> None:
         "itertools",
         "functools",
         "math",
-        "array",  # pure containers: RaftLog's compact columns (core/log.py)
+        "array",  # pure containers: RaftLog's compact columns (core/columns.py)
         "operator",
     }
     bad = []

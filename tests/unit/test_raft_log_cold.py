@@ -1,4 +1,4 @@
-"""RaftLog's cold prefix (compact columns for old entries) answers exactly like the plain list.
+"""RaftLog's cold prefix (compact columns, core/columns.py) answers exactly like the plain list.
 
 A log with ``hot_entries=1..3`` (entries move to the columns almost at once) and one that
 never moves anything get the same random operations; every answer and every cursor must be
@@ -13,8 +13,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from udpraft.core import columns as columns_mod
 from udpraft.core import log as log_mod
-from udpraft.core.log import ColdEntries, RaftLog
+from udpraft.core.columns import ColdEntries
+from udpraft.core.log import RaftLog
 from udpraft.core.types import Entry, EntryKind
 
 NEVER = 1 << 40
@@ -48,15 +50,15 @@ ops = st.lists(
 
 
 @settings(max_examples=300, deadline=None)
-@given(ops, st.integers(1, 3), st.integers(0, 12), st.sampled_from([log_mod.REF_MIN, 3]))
+@given(ops, st.integers(1, 3), st.integers(0, 12), st.sampled_from([columns_mod.REF_MIN, 3]))
 def test_cold_prefix_matches_plain_log(script: list[tuple[str, int, int, int]], hot: int,
                                        recovered: int, ref_min: int) -> None:
     # ref_min 3: the 3- and 4-byte payloads of mk() are kept by reference, the rest copied.
-    saved, log_mod.REF_MIN = log_mod.REF_MIN, ref_min
+    saved, columns_mod.REF_MIN = columns_mod.REF_MIN, ref_min
     try:
         _cold_prefix_matches_plain_log(script, hot, recovered)
     finally:
-        log_mod.REF_MIN = saved
+        columns_mod.REF_MIN = saved
 
 
 def _cold_prefix_matches_plain_log(script: list[tuple[str, int, int, int]], hot: int,
@@ -126,9 +128,9 @@ def _cold_prefix_matches_plain_log(script: list[tuple[str, int, int, int]], hot:
         assert state(a) == state(b)
 
 
-@pytest.mark.parametrize("ref_min", [log_mod.REF_MIN, 3, 1])
+@pytest.mark.parametrize("ref_min", [columns_mod.REF_MIN, 3, 1])
 def test_cold_columns_round_trip_and_cut(ref_min: int, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(log_mod, "REF_MIN", ref_min)
+    monkeypatch.setattr(columns_mod, "REF_MIN", ref_min)
     ents = [mk(i, 2, i) for i in range(5, 25)]
     c = ColdEntries(5)
     c.extend(ents[:7])
@@ -177,16 +179,16 @@ def test_entries_freeze_in_small_batches(monkeypatch: pytest.MonkeyPatch) -> Non
     """Applied entries move to the columns ~FREEZE_CHUNK at a time, not hot_entries at a
     time: one move of 16,384 entries stalled every node for ~10 ms at the same index."""
     sizes: list[int] = []
-    real = log_mod.ColdEntries.extend
+    real = columns_mod.ColdEntries.extend
 
-    def spy(self: log_mod.ColdEntries, ents: Any) -> None:
+    def spy(self: columns_mod.ColdEntries, ents: Any) -> None:
         sizes.append(len(ents))
         real(self, ents)
 
     log = RaftLog()
     hot, chunk, batch = log_mod.HOT_ENTRIES, log_mod.FREEZE_CHUNK, 100
     n = hot + 10 * chunk
-    monkeypatch.setattr(log_mod.ColdEntries, "extend", spy)
+    monkeypatch.setattr(columns_mod.ColdEntries, "extend", spy)
     for lo in range(1, n + 1, batch):
         log.append_new([Entry(i, 1, b"x", EntryKind.NORMAL, "c", i, 1) for i in range(lo, lo + batch)])
         log.take_unstable()

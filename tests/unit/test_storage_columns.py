@@ -16,7 +16,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from udpraft.core.log import ColdEntries, EntryColumns, RaftLog
+from udpraft.core.columns import ColdEntries, EntryColumns
+from udpraft.core.log import RaftLog
 from udpraft.core.types import NO_SNAPSHOT, Entry, EntryKind, HardState, SnapshotMeta
 from udpraft.io.snapshots import SnapshotStore, recover
 from udpraft.storage import CorruptLogError, FileLogStore, SqliteLogStore

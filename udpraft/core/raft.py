@@ -27,10 +27,10 @@ import random
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from udpraft.core.columns import _build as new_entry
 from udpraft.core.election import Elections
 from udpraft.core.errors import InvalidRequest, NotLeader, ProposalDropped
 from udpraft.core.log import RaftLog
-from udpraft.core.log import _build as new_entry
 from udpraft.core.membership import Membership
 from udpraft.core.messages import (
     AppendEntries,

@@ -51,7 +51,7 @@ class LogStore(Protocol):
     def load(self) -> tuple[HardState, Sequence[Entry]]:
         """The hard state and every entry ``first_index()..last_index()``, in order.
 
-        A list, or (file, sqlite) a compact read-only ``core.log.EntryColumns`` that
+        A list, or (file, sqlite) a compact read-only ``core.columns.EntryColumns`` that
         ``RaftLog`` takes over without building an object per entry."""
         ...
 

@@ -15,7 +15,7 @@ A WAL frame wraps one payload: ``length u32 | crc32c(payload) u32 | payload``. A
 encoded into one ``bytes`` so the file backend can hand it to a single ``os.write``.
 
 Recovery reads many records at once: ``ColumnDecoder`` checks them and appends their fields
-straight to ``core.log.ColdEntries`` columns, with no ``Entry`` object per record; its
+straight to ``core.columns.ColdEntries`` columns, with no ``Entry`` object per record; its
 ``decode_run`` is the fast path (both headers in one unpack, the CRC in C) and leaves any
 record it does not like to ``check_frame`` and ``decode_into``, which say what is wrong.
 
@@ -32,7 +32,7 @@ from array import array
 from collections.abc import Sequence
 from itertools import accumulate, repeat
 
-from udpraft.core.log import ColdEntries
+from udpraft.core.columns import ColdEntries
 from udpraft.core.types import Entry, EntryKind, HardState
 from udpraft.storage.crc32c import crc32c, crc32c_bytes
 from udpraft.storage.runs import decode_run, encode_runs

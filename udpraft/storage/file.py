@@ -36,7 +36,7 @@ leader's since, so it can neither be acknowledged again nor win an election it c
 have won before. The active segment is not sealed while such an overwrite is due.
 
 Recovery (scan.py) scans segments in order (each one mapped, the pages behind the scan
-released every few MiB) and decodes the records straight into compact columns (``core.log.ColdEntries``),
+released every few MiB) and decodes the records straight into compact columns (``core.columns.ColdEntries``),
 never one ``Entry`` object per entry: ``load`` hands them over as an ``EntryColumns``
 sequence that ``RaftLog`` adopts as its cold prefix, so a restart costs about what the
 running node holds. It checks every frame's CRC, that its record decodes, that indexes run
@@ -75,7 +75,7 @@ from bisect import bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from udpraft.core.log import ColdEntries, EntryColumns
+from udpraft.core.columns import ColdEntries, EntryColumns
 from udpraft.core.types import EMPTY_HARD_STATE, Entry, HardState
 from udpraft.storage._fs import fdatasync, fsync_dir, lock_file, make_dirs
 from udpraft.storage.base import CorruptLogError, StorageError, check_append, clamp_compact

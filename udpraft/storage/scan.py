@@ -16,7 +16,7 @@ from array import array
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from udpraft.core.log import ColdEntries
+from udpraft.core.columns import ColdEntries
 from udpraft.storage.base import CorruptLogError
 from udpraft.storage.codec import (
     ENTRY_HEADER_SIZE,

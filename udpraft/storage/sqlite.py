@@ -26,7 +26,7 @@ import os
 import sqlite3
 from collections.abc import Sequence
 
-from udpraft.core.log import ColdEntries, EntryColumns
+from udpraft.core.columns import ColdEntries, EntryColumns
 from udpraft.core.types import Entry, EntryKind, HardState
 from udpraft.storage._fs import lock_file, make_dirs
 from udpraft.storage.base import CorruptLogError, StorageError, check_append, clamp_compact
