@@ -141,7 +141,7 @@ class LogService:
             if e.index != self.applied_index + 1:
                 raise AssertionError(f"apply out of order: {e.index} after {self.applied_index}")
             cid = e.client_id
-            if cid:
+            if cid:  # a plain submit of a session: its result is _cache(index, term, b"")
                 verdict, cached = admit(cid, e.seq, e.ts_ms, e.index << 64 | e.term)
                 if verdict != ok:
                     add(self._refused(e, verdict, cached))
@@ -153,7 +153,8 @@ class LogService:
     def apply_quietly(self, entries: list[Entry]) -> None:
         """``apply`` for entries whose outcomes nobody waits for (a follower's, mostly):
         the same effects, without an Outcome per entry. A plain log entry (no session, not
-        an application command) only advances the applied index."""
+        an application command) only advances the applied index. The loop is apply_all's
+        without the outcomes, kept inline on purpose (no helper call per entry)."""
         prefix = APP_PREFIX
         normal = EntryKind.NORMAL
         ok = Verdict.APPLY
