@@ -153,12 +153,8 @@ class AsyncClient:
             self._in_flight += 1
         try:
             if self.core.opened:  # the common case, inline: one coroutine frame per submit
-                fut: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
-                self._outbox.append((self.core.next_seq(), bytes(data), fut, deadline))
-                if not self._flush_scheduled:
-                    self._schedule_flush()
                 try:
-                    return await fut
+                    return await self._enqueue(bytes(data), deadline)
                 except SessionExpired:
                     self._reset_session()  # refused, so not applied: retry in a new session
             for _ in range(2):
@@ -192,6 +188,14 @@ class AsyncClient:
                 self._release_slot()
             raise
 
+    def _enqueue(self, data: bytes, deadline: float) -> asyncio.Future[Result]:
+        """Put a submit of the open session in the outbox (packed once per loop turn)."""
+        fut: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
+        self._outbox.append((self.core.next_seq(), data, fut, deadline))
+        if not self._flush_scheduled:
+            self._schedule_flush()
+        return fut
+
     def _schedule_flush(self) -> None:
         self._flush_scheduled = True
         if self.mux is not None:
@@ -219,11 +223,7 @@ class AsyncClient:
                 opening.set_result(None)
                 return res
             await asyncio.shield(self._opening)
-        fut2: asyncio.Future[Result] = loop.create_future()
-        self._outbox.append((self.core.next_seq(), data, fut2, deadline))
-        if not self._flush_scheduled:
-            self._schedule_flush()
-        return await fut2
+        return await self._enqueue(data, deadline)
 
     def _reset_session(self) -> None:
         self.core.new_session()
