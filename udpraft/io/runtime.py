@@ -33,7 +33,6 @@ import secrets
 import time
 from collections import Counter, deque
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from udpraft.config import ClusterConfig
@@ -44,6 +43,7 @@ from udpraft.core.ready import Config, ReadState, Ready, Role
 from udpraft.core.sessions import Verdict
 from udpraft.core.types import Entry
 from udpraft.io.clients import ClientHandling
+from udpraft.io.disk import DiskThread
 from udpraft.io.faults import FaultHook
 from udpraft.io.hist import Histogram
 from udpraft.io.local import LocalBatch, LocalProposals, Waiter
@@ -145,7 +145,7 @@ class NodeRuntime(ClientHandling, LocalProposals):
         self.started_at = time.time()
         self.transport: asyncio.DatagramTransport | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._disk = ThreadPoolExecutor(1, thread_name_prefix=f"disk-{node_id}")
+        self._disk = DiskThread(f"disk-{node_id}")
         self.snapper = (  # [snapshots]
             Snapshotter(self, snaps, snapshot_entries, self._disk, rec.snapshot) if snaps else None
         )
@@ -194,7 +194,7 @@ class NodeRuntime(ClientHandling, LocalProposals):
         if self.snapper is not None:  # [snapshots]
             self.snapper.close()
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._disk, self.store.close)
+        await self._disk.call(loop, self.store.close)
         self._disk.shutdown(wait=True)
         if self.transport is not None:
             self.transport.close()
@@ -326,7 +326,7 @@ class NodeRuntime(ClientHandling, LocalProposals):
                 batch, self._persist_q = self._persist_q, []
                 if any(rd.entries or rd.hard_state or rd.snapshot for rd in batch):
                     t0 = time.perf_counter()
-                    await loop.run_in_executor(self._disk, self._write_batch, batch)
+                    await self._disk.call(loop, self._write_batch, batch)
                     self.fsync_s.observe(time.perf_counter() - t0)
                 for rd in batch:
                     self._after_persist(rd)
