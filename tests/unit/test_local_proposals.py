@@ -41,7 +41,7 @@ class Harness(LocalProposals):
         self._loop = loop
         self._local_datas = []
         self._local_waits = []
-        self._local_dls = []
+        self._local_tos = []
         self._local_batches = deque()
         self._local_waiters = {}
         self.kicks = 0

@@ -2,11 +2,12 @@
 
 How this works: ``propose_local`` (a future) and ``propose_waiter`` (any future-like
 waiter, e.g. a ``CallbackWaiter``: no future or coroutine per entry) append the payload to
-this loop turn's list; ``_drive`` makes the whole list one ``propose_datas`` and remembers it as a ``LocalBatch`` (first index,
-term, waiters, their deadlines). Entries apply in index order, so ``_apply`` resolves
-waiters by walking the oldest batches along the applied run — no per-entry dictionary. An
-entry applied with another term was overwritten by a new leader (``ProposalLost``); a batch
-that apply skips past (a snapshot installed over it after this node lost leadership) ends
+this loop turn's list; ``_drive`` makes the whole list one ``propose_datas`` and remembers
+it as a ``LocalBatch`` (first index, term, waiters, when it was proposed and their
+timeouts). Entries apply in index order, so ``_apply`` resolves waiters by walking the
+oldest batches along the applied run — no per-entry dictionary. An entry applied with
+another term was overwritten by a new leader (``ProposalLost``); a batch that apply skips
+past (a snapshot installed over it after this node lost leadership) ends
 with ``TimeoutError`` (outcome unknown). Deadlines are swept every 100 ms batch by batch
 (each knows its earliest). ``wait_local`` waits for one entry appended some other way (a
 membership change) by index.
@@ -28,6 +29,8 @@ from udpraft.core.sessions import Verdict
 from udpraft.core.types import Entry, EntryKind
 from udpraft.io.hist import Histogram
 from udpraft.service.logservice import APP_PREFIX, Outcome
+
+_LEADER = Role.LEADER  # an enum member lookup costs ~70 ns in CPython 3.11
 
 
 class ProposalLost(RaftError):
@@ -75,7 +78,8 @@ class LocalBatch:
     first: int
     term: int
     waits: list[Waiter]
-    dls: list[float]  # each waiter's deadline (monotonic)
+    start: float  # when the batch was proposed (monotonic)
+    tos: list[float]  # each waiter's timeout: its deadline is start + timeout
     next_dl: float  # the earliest deadline of a waiter not yet answered (or later)
 
 
@@ -85,7 +89,7 @@ class LocalProposals:
     _loop: asyncio.AbstractEventLoop | None
     _local_datas: list[bytes]
     _local_waits: list[Waiter]
-    _local_dls: list[float]
+    _local_tos: list[float]
     _local_batches: deque[LocalBatch]
     _local_waiters: dict[int, tuple[int, Waiter]]
 
@@ -111,11 +115,12 @@ class LocalProposals:
 
     def propose_waiter(self, data: bytes, w: Waiter, timeout_s: float = 30.0) -> None:
         """``propose_local`` answering any future-like ``w`` (see Waiter)."""
-        if self.raft.role != Role.LEADER:
+        # No clock read here: the batch takes one when it is proposed, later in this turn.
+        if self.raft.role is not _LEADER:
             raise NotLeader(self.raft.leader)
         self._local_datas.append(data)
         self._local_waits.append(w)
-        self._local_dls.append(time.monotonic() + timeout_s)
+        self._local_tos.append(timeout_s)
         self._kick()
 
     def wait_local(self, index: int, term: int, timeout_s: float) -> asyncio.Future[Outcome]:
@@ -133,8 +138,8 @@ class LocalProposals:
         return fut
 
     def _propose_local_batch(self) -> None:
-        datas, waits, dls = self._local_datas, self._local_waits, self._local_dls
-        self._local_datas, self._local_waits, self._local_dls = [], [], []
+        datas, waits, tos = self._local_datas, self._local_waits, self._local_tos
+        self._local_datas, self._local_waits, self._local_tos = [], [], []
         try:
             first = self.raft.propose_datas(datas)
         except RaftError as e:
@@ -142,7 +147,8 @@ class LocalProposals:
                 if not w.done():
                     w.set_exception(e)
             return
-        self._local_batches.append(LocalBatch(first, self.raft.term, waits, dls, min(dls)))
+        now = time.monotonic()
+        self._local_batches.append(LocalBatch(first, self.raft.term, waits, now, tos, now + min(tos)))
         self.batch_sizes.observe(len(waits))
 
     def _resolve_local(self, entries: list[Entry], outs: list[Outcome | None]) -> None:
@@ -193,9 +199,11 @@ class LocalProposals:
             if b.next_dl > now:
                 continue
             nxt = float("inf")
-            for w, dl in zip(b.waits, b.dls):
+            start = b.start
+            for w, to in zip(b.waits, b.tos):
                 if w.done():
                     continue
+                dl = start + to
                 if dl <= now:
                     w.set_exception(TimeoutError("not committed in time"))
                 else:

@@ -158,7 +158,7 @@ class NodeRuntime(ClientHandling, LocalProposals):
         # local proposals (local.py): this turn's payloads and waiters, proposed batches
         self._local_datas: list[bytes] = []
         self._local_waits: list[Waiter] = []
-        self._local_dls: list[float] = []
+        self._local_tos: list[float] = []
         self._local_batches: deque[LocalBatch] = deque()
         self._local_waiters: dict[int, tuple[int, Waiter]] = {}
         self._ready_reads: list[tuple[int, Callable[[ReadState], None], ReadState]] = []
