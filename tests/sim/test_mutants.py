@@ -49,13 +49,15 @@ def _commit_any_term(self: RaftNode) -> None:
         self._need_bcast = True
 
 
-def _truncate_always(self: RaftLog, prev_index: int, entries: list[Entry]) -> int | None:
+def _truncate_always(self: RaftLog, prev_index: int, entries: list[Entry],
+                     batch: object = None) -> int | None:
     # BUG: cut everything after prev_index even when the entries already match.
     if not entries:
         return None
     if prev_index + 1 <= self.committed:
         return None
-    del self._entries[prev_index + 1 - self.offset :]
+    if prev_index < self.last_index():
+        self._truncate(prev_index + 1)
     self.unstable_from = min(self.unstable_from, prev_index + 1)
     self.stable = min(self.stable, prev_index)
     self._entries.extend(entries)

@@ -2,7 +2,8 @@
 
 A log with ``hot_entries=1..3`` (entries move to the columns almost at once) and one that
 never moves anything get the same random operations; every answer and every cursor must be
-the same, entries compared by value.
+the same, entries compared by value. The first log is also handed most appends' column
+form (``EntryBatch``: mixed runs, or a leader's uniform batch), which its freezes copy from.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from hypothesis import strategies as st
 
 from udpraft.core import columns as columns_mod
 from udpraft.core import log as log_mod
+from udpraft.core.batch import EntryBatch
 from udpraft.core.columns import ColdEntries
 from udpraft.core.log import RaftLog
 from udpraft.core.types import Entry, EntryKind
@@ -41,8 +43,8 @@ def state(log: RaftLog) -> tuple[Any, ...]:
 
 ops = st.lists(
     st.tuples(
-        st.sampled_from(["append", "follow", "commit", "persist", "apply", "compact", "restore",
-                         "query"]),
+        st.sampled_from(["append", "propose", "follow", "commit", "persist", "apply", "compact",
+                         "restore", "query"]),
         st.integers(0, 40), st.integers(0, 40), st.integers(1, 4),
     ),
     max_size=60,
@@ -74,7 +76,15 @@ def _cold_prefix_matches_plain_log(script: list[tuple[str, int, int, int]], hot:
             term += k // 4
             first = a.last_index() + 1
             new = [mk(first + j, term, n + j) for j in range(k)]
-            a.append_new(new)
+            a.append_new(new, EntryBatch.of(new) if y % 2 else None)  # mixed runs
+            b.append_new(new)
+        elif op == "propose":  # what a leader's propose_datas appends: one uniform batch
+            first = a.last_index() + 1
+            datas = tuple(bytes([n % 256]) * ((n + j) % 6) for j in range(k))
+            new = [Entry(first + j, term, d, EntryKind.NORMAL, "", 0, 5000 + n)
+                   for j, d in enumerate(datas)]
+            a.append_new(new, EntryBatch.uniform(first, term, EntryKind.NORMAL, "", 0, 5000 + n,
+                                                 datas))
             b.append_new(new)
         elif op == "follow":
             # an append from a leader: prev somewhere in the log, maybe conflicting terms
@@ -86,7 +96,7 @@ def _cold_prefix_matches_plain_log(script: list[tuple[str, int, int, int]], hot:
             ra: Any
             rb: Any
             try:
-                ra = a.maybe_append(prev, new)
+                ra = a.maybe_append(prev, new, EntryBatch.of(new) if new and y % 3 else None)
             except ValueError as e:
                 ra = str(e)
             try:
@@ -199,3 +209,35 @@ def test_entries_freeze_in_small_batches(monkeypatch: pytest.MonkeyPatch) -> Non
         assert log.last_index() - log._base <= hot + chunk + batch
     assert sizes and max(sizes) <= chunk + batch and sum(sizes) >= n - hot - chunk - batch
     assert [log.entry(i).seq for i in (1, n // 2, n)] == [1, n // 2, n]
+
+
+def _settle(log: RaftLog) -> None:
+    """Commit, persist and apply everything (the hot list then freezes)."""
+    log.commit_to(log.last_index())
+    got = log.take_unstable()
+    if got:
+        log.stable_to(got[-1].index, got[-1].term)
+    done = log.take_committed(1 << 20)
+    if done:
+        log.applied_to(done[-1].index)
+
+
+def test_a_conflict_drops_the_batches_of_the_entries_it_cuts() -> None:
+    log = RaftLog(hot_entries=1)
+    old = [mk(i, 1, i) for i in range(1, 7)]
+    log.append_new(old, EntryBatch.of(old))
+    new = [mk(i, 2, 50 + i) for i in range(3, 6)]  # a new leader's entries from index 3 on
+    assert log.maybe_append(2, new, EntryBatch.of(new)) == 3
+    _settle(log)
+    assert log.slice(1, 6) == old[:2] + new
+
+
+def test_a_snapshot_that_replaces_the_log_drops_its_batches() -> None:
+    log = RaftLog(hot_entries=1)
+    old = [mk(i, 1, i) for i in range(1, 9)]
+    log.append_new(old, EntryBatch.of(old))
+    assert not log.restore(4, 3)  # the log does not hold (4, 3): all of it goes
+    new = [mk(i, 3, 80 + i) for i in range(5, 9)]
+    assert log.maybe_append(4, new, EntryBatch.of(new)) is None
+    _settle(log)
+    assert log.slice(5, 9) == new

@@ -16,9 +16,11 @@ from __future__ import annotations
 
 from array import array
 from collections.abc import Callable, Iterator, Sequence
-from itertools import accumulate
+from itertools import accumulate, repeat
+from operator import add
 from typing import overload
 
+from udpraft.core.batch import EntryBatch, expand, expand_seqs
 from udpraft.core.types import (
     ENTRY_CLIENT,
     ENTRY_DATA,
@@ -121,6 +123,43 @@ class ColdEntries:
         next(ends)  # the ``initial`` value: where this batch starts
         self.ends.extend(ends)
         self.data += b"".join(datas)
+
+    def extend_batch(self, b: EntryBatch, off: int, cnt: int) -> bool:
+        """Append entries ``off .. off + cnt - 1`` of batch ``b`` (continuing this run) from
+        its columns. False, and nothing appended, when ``b`` may hold a payload of REF_MIN
+        bytes or more: ``extend`` with the entries takes those (by reference)."""
+        if cnt <= 0:
+            return True
+        if not 0 <= off <= off + cnt <= b.n:
+            raise ValueError(f"batch positions {off}..{off + cnt - 1} outside 0..{b.n - 1}")
+        datas = b.datas[off : off + cnt] if b.datas is not None else None
+        lens: list[int] | None = None
+        if datas is not None:
+            lens = list(map(len, datas))
+            if max(lens) >= REF_MIN:
+                return False
+        elif not 0 <= b.max_len < REF_MIN:
+            return False
+        self.terms.extend(expand(b.terms, off, cnt))
+        self.kinds.extend(expand(b.kinds, off, cnt))
+        self.seqs.extend(expand_seqs(b.seqs, off, cnt))
+        self.ts.extend(expand(b.ts, off, cnt))
+        ids = self._ids
+        if len(b.cids) == 2:
+            self.cids.extend(repeat(ids.setdefault(b.cids[0], b.cids[0]), cnt))
+        else:
+            vals = list(expand(b.cids, off, cnt))
+            self.cids.extend(map(ids.setdefault, vals, vals))
+        if datas is not None and lens is not None:
+            ends = accumulate(lens, initial=len(self.data))
+            next(ends)  # the ``initial`` value: where this batch starts
+            self.ends.extend(ends)
+            self.data += b"".join(datas)
+        else:
+            start = b.ends[off - 1] if off else 0
+            self.ends.extend(map(add, b.ends[off : off + cnt], repeat(len(self.data) - start)))
+            self.data += memoryview(b.blob)[start : b.ends[off + cnt - 1]]
+        return True
 
     def intern(self, cid: str) -> str:
         """The client id object these columns share for ``cid``."""

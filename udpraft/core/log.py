@@ -25,7 +25,9 @@ together every ~0.3 s under load: the p99 of network submits.) The hot list then
 starts at ``base`` (slot 0 holds the entry at ``base``, or the sentinel when ``base ==
 offset``) and entry ``i <= base`` is rebuilt from the columns on demand: only a lagging
 follower, a restart's first apply or a client's retrieve reads that far back. Every method
-answers the same whichever side an entry is on.
+answers the same whichever side an entry is on. Entries appended with an ``EntryBatch``
+(their columns as they arrived: a leader's ``propose_datas``, a follower's decoded append;
+core/batch.py) are moved from the batch's columns rather than read out of each object.
 
 Recovery (memory). A store can hand its log over as ``EntryColumns``: a read-only
 ``Sequence[Entry]`` over ``ColdEntries`` columns it filled straight from disk, so a
@@ -34,8 +36,10 @@ restarted node never holds every entry as an object. Slicing it shares the colum
 ``hot_entries`` as objects), after which every view of those columns refuses use.
 """
 
+from collections import deque
 from collections.abc import Sequence
 
+from udpraft.core.batch import EntryBatch
 from udpraft.core.columns import ColdEntries, EntryColumns
 from udpraft.core.types import Entry, EntryKind
 
@@ -50,6 +54,7 @@ class RaftLog:
         "_entries",
         "_freeze_chunk",
         "_offset_term",
+        "_srcs",
         "applied",
         "applying",
         "committed",
@@ -73,6 +78,10 @@ class RaftLog:
         self._cold = ColdEntries(offset + 1)
         self._base = offset
         self._entries: list[Entry] = [Entry(offset, offset_term)]
+        # Hot entries appended with a batch's columns (``_Src``), in index order, disjoint.
+        # Any change but an append at the end or a freeze clears it (the freeze then reads
+        # the Entry objects).
+        self._srcs: deque[_Src] = deque()
         if isinstance(entries, EntryColumns):
             self._adopt(entries)
         else:
@@ -210,11 +219,20 @@ class RaftLog:
 
     # -- mutation ------------------------------------------------------------------------
 
-    def append_new(self, entries: Sequence[Entry]) -> None:
-        """Leader path: entries continue the log directly."""
+    def append_new(self, entries: Sequence[Entry], batch: EntryBatch | None = None) -> None:
+        """Leader path: entries continue the log directly. ``batch``: the same entries in
+        column form (core/batch.py), for a cheaper move into the cold columns later."""
+        if batch is not None and entries:
+            self._note_batch(batch, entries[0].index, len(entries))
         self._entries.extend(entries)
 
-    def maybe_append(self, prev_index: int, entries: Sequence[Entry]) -> int | None:
+    def _note_batch(self, batch: EntryBatch, lo: int, n: int) -> None:
+        """Entries ``lo .. lo + n - 1``, about to be appended, come from ``batch``."""
+        if lo == self.last_index() + 1 and batch.first <= lo and lo + n == batch.first + batch.n:
+            self._srcs.append(_Src(lo, lo + n - 1, batch))
+
+    def maybe_append(self, prev_index: int, entries: Sequence[Entry],
+                     batch: EntryBatch | None = None) -> int | None:
         """Follower path of AppendEntries, after the prev_index/prev_term check passed.
 
         Raft §5.3: delete only from the first entry whose index exists with a different term.
@@ -241,11 +259,14 @@ class RaftLog:
                 break
         else:
             return None
+        if batch is not None:
+            self._note_batch(batch, entries[start].index, len(entries) - start)
         self._entries.extend(entries[start:])
         return truncated_at
 
     def _truncate(self, index: int) -> None:
         """Drop entries ``>= index`` (> offset)."""
+        self._srcs.clear()
         if index > self._base:
             del self._entries[index - self._base :]
             return
@@ -284,6 +305,7 @@ class RaftLog:
 
     def _drop_through(self, index: int, term: int) -> None:
         """Forget entries ``<= index`` (which is in the log); ``index`` becomes the offset."""
+        self._srcs.clear()
         if index >= self._base:
             del self._entries[1 : index - self._base + 1]
             self._cold = ColdEntries(index + 1)
@@ -302,6 +324,7 @@ class RaftLog:
         is discarded. Either way everything up to ``index`` counts as committed and applied.
         """
         keep = self.term(index) == term
+        self._srcs.clear()
         if keep:
             self._drop_through(index, term)
         else:
@@ -356,9 +379,37 @@ class RaftLog:
         if k <= 0:
             return
         ents = self._entries
-        self._cold.extend(ents[1 : k + 1])
-        self._entries = ents[k:]  # the entry at ``index`` stays as slot 0
+        base = self._base
+        cold = self._cold
+        srcs = self._srcs
+        lo = base + 1
+        while lo <= index:  # runs with a batch from its columns, the rest from the objects
+            while srcs and srcs[0].hi < lo:
+                srcs.popleft()
+            if srcs and srcs[0].lo <= lo:
+                src = srcs[0]
+                b = src.batch
+                hi = min(index, src.hi)
+                if not cold.extend_batch(b, lo - b.first, hi - lo + 1):
+                    cold.extend(ents[lo - base : hi - base + 1])
+                src.lo = hi + 1
+            else:
+                hi = min(index, srcs[0].lo - 1) if srcs else index
+                cold.extend(ents[lo - base : hi - base + 1])
+            lo = hi + 1
+        del ents[:k]  # in place (a copy moved ~16k references per freeze); ``index`` is slot 0
         self._base = index
+
+
+class _Src:
+    """Hot entries ``lo .. hi`` (inclusive) were appended from ``batch``."""
+
+    __slots__ = ("batch", "hi", "lo")
+
+    def __init__(self, lo: int, hi: int, batch: EntryBatch) -> None:
+        self.lo = lo
+        self.hi = hi
+        self.batch = batch
 
 
 def _take_bytes(

@@ -7,8 +7,9 @@ core validates the fields it reads (a peer may be buggy or hostile) and counts w
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from udpraft.core.batch import EntryBatch
 from udpraft.core.types import Entry
 
 
@@ -58,6 +59,9 @@ class AppendEntries:
     prev_term: int
     entries: tuple[Entry, ...]
     commit: int
+    # The same entries in column form when the decoder has them (core/batch.py): cheaper
+    # for the log to keep. Not part of the message's value.
+    batch: EntryBatch | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)

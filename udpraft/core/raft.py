@@ -27,6 +27,7 @@ import random
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from udpraft.core.batch import EntryBatch
 from udpraft.core.columns import _build as new_entry
 from udpraft.core.election import Elections
 from udpraft.core.errors import InvalidRequest, NotLeader, ProposalDropped
@@ -100,7 +101,7 @@ class RaftNode(Elections, Replication, Reads):
         self.vote = hard_state.vote
         # After a restart from a snapshot, everything it covers is committed and applied
         # (the runtime restored the state machine from it); the log continues after it.
-        self.log = RaftLog(entries, snapshot.index, snapshot.term)
+        self.log = RaftLog(entries, snapshot.index, snapshot.term, self.cfg.hot_entries)
         self.snapshot = snapshot  # the latest snapshot this node holds durably
         self._snapshot_to_install: SnapshotMeta | None = None
         self.role = Role.FOLLOWER
@@ -195,8 +196,10 @@ class RaftNode(Elections, Replication, Reads):
         ts = self._timestamp()
         term = self.term
         new, normal = new_entry, EntryKind.NORMAL
+        datas = tuple(datas)  # the batch keeps them: a caller's list may change later
         self.log.append_new(
-            [new(i, term, d, normal, "", 0, ts) for i, d in zip(range(first, first + n), datas)]
+            [new(i, term, d, normal, "", 0, ts) for i, d in zip(range(first, first + n), datas)],
+            EntryBatch.uniform(first, term, normal, "", 0, ts, datas),
         )
         self._need_bcast = True
         return first

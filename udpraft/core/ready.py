@@ -85,6 +85,7 @@ class Config:
     max_uncommitted_entries: int = 100_000  # proposals beyond this are refused (ProposalDropped)
     max_apply_entries: int = 10_000  # committed entries per Ready
     max_pending_reads: int = 10_000  # ReadIndex requests waiting for confirmation
+    hot_entries: int | None = None  # log entries kept as objects behind applied (None: 16,384)
 
     def validate(self) -> None:
         if self.heartbeat_ticks < 1 or self.election_ticks <= self.heartbeat_ticks:

@@ -251,7 +251,7 @@ class Replication(NodeBase):
             )
             return
         try:
-            truncated = self.log.maybe_append(m.prev_index, m.entries)
+            truncated = self.log.maybe_append(m.prev_index, m.entries, m.batch)
         except ValueError:
             self._count("drop_conflict_below_commit")
             return

@@ -15,12 +15,13 @@ import heapq
 import random
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+from udpraft.core.batch import EntryBatch
 from udpraft.core.errors import RaftError
 from udpraft.core.membership import Membership
-from udpraft.core.messages import InstallSnapshot, Message
+from udpraft.core.messages import AppendEntries, InstallSnapshot, Message
 from udpraft.core.raft import RaftNode
 from udpraft.core.ready import Config, ReadState, Ready, Role
 from udpraft.core.sessions import SessionSnapshot, SessionTable, Verdict
@@ -49,6 +50,9 @@ class SimConfig:
     crash_flush_prefix: bool = True  # a crash may make part of the in-flight writes durable
     early_apply: bool = False  # apply committed entries when the Ready is taken, not after fsync
     snapshot_every: int = 0  # take a snapshot and compact the log every N applied entries
+    # Deliver AppendEntries with their entries in column form too, as the wire decoder
+    # does (core/batch.py): the logs then fill their cold columns from the batches.
+    batches: bool = False
     raft: Config = SIM_RAFT_CONFIG
     net: NetConfig = field(default_factory=NetConfig)
 
@@ -337,6 +341,8 @@ class Cluster:
             return
         if isinstance(m, InstallSnapshot):
             n.incoming_snap = self._snap_data.get(id(m))
+        elif self.cfg.batches and isinstance(m, AppendEntries) and m.entries:
+            m = replace(m, batch=EntryBatch.of(m.entries))
         n.raft.step(m)
         self._process(n)
 

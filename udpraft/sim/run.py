@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import functools
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from udpraft.core.ready import Config
 from udpraft.core.sessions import Verdict
@@ -39,6 +39,8 @@ class FaultMix:
     fault_every_ms: float = 300.0
     bounce: float = 0.0
     snapshot_every: int = 0  # set from the seed with the cluster config (0 = never)
+    hot_entries: int = 0  # entries the logs keep as objects (0: the default 16,384)
+    batches: bool = False  # AppendEntries delivered with their column form (core/batch.py)
     membership: float = 0.0  # weight of membership changes (set from its own stream)
 
     @classmethod
@@ -341,10 +343,19 @@ def run_seed(
     )
     early = rng.random() < 0.5
     snap_every = rng.choice([0, 0, 5, 20, 100])
+    raft_cfg = swarm_config(rng)
+    # The logs' cold columns (tiny hot lists, filled from AppendEntries batches or from the
+    # entries) draw from their own stream too: no other choice of a seed changes.
+    lrng = random.Random(f"{seed}/log")
+    hot = lrng.choice([0, 0, 1, 3, 40])
+    if hot:
+        raft_cfg = replace(raft_cfg, hot_entries=hot)
+    mix.hot_entries = hot
+    mix.batches = lrng.random() < 0.7
     c = Cluster(
         seed,
-        SimConfig(nodes=nodes, net=net, raft=swarm_config(rng), early_apply=early,
-                  snapshot_every=snap_every),
+        SimConfig(nodes=nodes, net=net, raft=raft_cfg, early_apply=early,
+                  snapshot_every=snap_every, batches=mix.batches),
         trace=trace,
     )
     mix.snapshot_every = snap_every

@@ -69,6 +69,8 @@ from typing import Any
 import orjson
 
 from udpraft.core import messages as cm
+from udpraft.core.batch import EntryBatch
+from udpraft.core.columns import REF_MIN
 from udpraft.core.types import Entry, EntryKind
 from udpraft.wire.envelope import MAX_U63, DropReason, EncodeError, MsgType
 from udpraft.wire.messages import (
@@ -500,7 +502,11 @@ _FAST_ENTRY = _SETTERS is not None
 _ENTRY_NEW = object.__new__
 
 
-def _entries_from_columns(h: list[Any], blob: bytes, first_index: int) -> tuple[Entry, ...]:
+def _entries_from_columns(
+    h: list[Any], blob: bytes, first_index: int
+) -> tuple[tuple[Entry, ...], EntryBatch | None]:
+    """The entries of an AppendEntries body, and the same in column form (core/batch.py;
+    the runs as decoded, each checked above) for the log to keep."""
     n, terms, kinds, cids, seqs, ts, lens = h
     if type(n) is not int or not 0 <= n <= MAX_BLOBS:
         raise BodyError(DropReason.BAD_FIELD, "entries.count")
@@ -518,8 +524,13 @@ def _entries_from_columns(h: list[Any], blob: bytes, first_index: int) -> tuple[
     c_data = map(blob.__getitem__, map(slice, chain((0,), ends), ends))
     c_kind_enum = map(_KINDS.__getitem__, c_kind)
     indices = range(first_index, first_index + n)
+    max_len = max(c_len) if n else REF_MIN
+    # Large payloads go to the cold columns by reference, not through a batch: none kept
+    # (it would hold the whole body in memory beside the entries' own copies).
+    batch = EntryBatch(first_index, n, terms, kinds, cids, seqs, ts, blob=blob, ends=ends,
+                       max_len=max_len) if max_len < REF_MIN else None
     if not _FAST_ENTRY or _SETTERS is None:
-        return tuple(map(Entry, indices, c_term, c_data, c_kind_enum, c_cid, c_seq, c_ts))
+        return tuple(map(Entry, indices, c_term, c_data, c_kind_enum, c_cid, c_seq, c_ts)), batch
     out = list(map(_ENTRY_NEW, repeat(Entry, n)))
     s_index, s_term, s_data, s_kind, s_client, s_seq, s_ts = _SETTERS
     run: Callable[[Iterable[Any]], None] = deque(maxlen=0).extend
@@ -530,7 +541,7 @@ def _entries_from_columns(h: list[Any], blob: bytes, first_index: int) -> tuple[
     run(map(s_client, out, c_cid))
     run(map(s_seq, out, c_seq))
     run(map(s_ts, out, c_ts))
-    return tuple(out)
+    return tuple(out), batch
 
 
 def _dec_append(h: Any, blob: bytes, sender: str, dst: str) -> WireMessage:
@@ -540,8 +551,8 @@ def _dec_append(h: Any, blob: bytes, sender: str, dst: str) -> WireMessage:
     _int(prev_index, "prev_index")
     _int(prev_term, "prev_term")
     _int(commit, "commit")
-    entries = _entries_from_columns(h[4:], blob, prev_index + 1)
-    return cm.AppendEntries(sender, dst, term, prev_index, prev_term, entries, commit)
+    entries, batch = _entries_from_columns(h[4:], blob, prev_index + 1)
+    return cm.AppendEntries(sender, dst, term, prev_index, prev_term, entries, commit, batch)
 
 
 def _request_codec(mtype: MsgType, kind: ClientKind) -> Codec:

@@ -1,0 +1,126 @@
+"""EntryBatch (core/batch.py): the column form of a batch of entries, and the cold columns
+filled from it (``ColdEntries.extend_batch``) equal the same filled from the entries."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from udpraft.core import columns as columns_mod
+from udpraft.core.batch import EntryBatch, expand, expand_seqs
+from udpraft.core.columns import REF_MIN, ColdEntries
+from udpraft.core.types import Entry, EntryKind
+from udpraft.wire.bodies import _entries_from_columns
+
+fields = st.tuples(
+    st.integers(1, 3),  # term
+    st.sampled_from(list(EntryKind)),
+    st.sampled_from(["", "", "c1", "c2"]),
+    st.integers(0, 4),  # seq: runs of equal and of consecutive values both occur
+    st.integers(0, 2),  # ts
+    st.binary(max_size=6),
+)
+
+
+def entries_of(first: int, rows: list[tuple[int, EntryKind, str, int, int, bytes]]) -> list[Entry]:
+    out = []
+    seq = 0
+    for i, (term, kind, cid, dseq, ts, data) in enumerate(rows):
+        seq = seq + 1 if dseq == 1 else seq if dseq == 0 else dseq * 7
+        out.append(Entry(first + i, term, data, kind, cid, seq, ts))
+    return out
+
+
+def columns(c: ColdEntries) -> tuple[object, ...]:
+    return (c.first, list(c.terms), bytes(c.kinds), list(c.seqs), list(c.ts), c.cids,
+            bytes(c.data), list(c.ends), dict(c.refs))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(fields, min_size=1, max_size=40), st.data())
+def test_of_describes_its_entries_and_expands_any_range(
+        rows: list[tuple[int, EntryKind, str, int, int, bytes]], data: st.DataObject) -> None:
+    ents = entries_of(10, rows)
+    b = EntryBatch.of(ents)
+    assert (b.first, b.n) == (10, len(ents))
+    off = data.draw(st.integers(0, len(ents) - 1))
+    cnt = data.draw(st.integers(0, len(ents) - off))
+    part = ents[off : off + cnt]
+    assert list(expand(b.terms, off, cnt)) == [e.term for e in part]
+    assert list(expand(b.kinds, off, cnt)) == [int(e.kind) for e in part]
+    assert list(expand(b.cids, off, cnt)) == [e.client_id for e in part]
+    assert list(expand(b.ts, off, cnt)) == [e.ts_ms for e in part]
+    assert list(expand_seqs(b.seqs, off, cnt)) == [e.seq for e in part]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(fields, min_size=1, max_size=40), st.lists(fields, max_size=5), st.data())
+def test_extend_batch_fills_the_same_columns_as_extend(
+        rows: list[tuple[int, EntryKind, str, int, int, bytes]],
+        before: list[tuple[int, EntryKind, str, int, int, bytes]], data: st.DataObject) -> None:
+    ents = entries_of(1, before + rows)
+    head, tail = ents[: len(before)], ents[len(before) :]
+    off = data.draw(st.integers(0, len(tail) - 1))
+    cnt = data.draw(st.integers(1, len(tail) - off))
+    batch = EntryBatch.of(tail)
+    if data.draw(st.booleans()):  # the wire decoder's form: one blob and end offsets
+        blob = b"".join(e.data for e in tail)
+        ends, end = [], 0
+        for e in tail:
+            end += len(e.data)
+            ends.append(end)
+        batch = EntryBatch(batch.first, batch.n, batch.terms, batch.kinds, batch.cids,
+                           batch.seqs, batch.ts, blob=blob, ends=ends, max_len=batch.max_len)
+    a, b = ColdEntries(1), ColdEntries(1)
+    a.extend(head)
+    b.extend(head)
+    # the entries before ``off`` reach the columns first (from the objects), as in RaftLog
+    a.extend(tail[:off])
+    b.extend(tail[:off])
+    assert a.extend_batch(batch, off, cnt)
+    b.extend(tail[off : off + cnt])
+    assert columns(a) == columns(b)
+    assert a.entries(1, len(before) + off + cnt + 1) == ents[: len(before) + off + cnt]
+
+
+def test_uniform_is_a_leaders_batch() -> None:
+    datas = (b"a", b"", b"ccc")
+    b = EntryBatch.uniform(7, 4, EntryKind.NORMAL, "", 0, 99, datas)
+    want = [Entry(7 + i, 4, d, EntryKind.NORMAL, "", 0, 99) for i, d in enumerate(datas)]
+    c = ColdEntries(7)
+    assert c.extend_batch(b, 0, 3)
+    assert c.entries(7, 10) == want
+
+
+def test_large_payloads_are_left_to_extend(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(columns_mod, "REF_MIN", 4)
+    c = ColdEntries(1)
+    assert not c.extend_batch(EntryBatch.uniform(1, 1, EntryKind.NORMAL, "", 0, 0,
+                                                 (b"ab", b"abcd")), 0, 2)
+    assert len(c) == 0 and not c.data  # nothing half-appended
+    blob_form = EntryBatch(1, 1, [1, 1], [0, 1], ["", 1], [0, 0, 1], [0, 1], blob=b"abcd",
+                           ends=[4], max_len=4)
+    assert not c.extend_batch(blob_form, 0, 1)
+    assert not c.extend_batch(EntryBatch(1, 1, [1, 1], [0, 1], ["", 1], [0, 0, 1], [0, 1],
+                                         blob=b"ab", ends=[2]), 0, 1)  # size not known
+    assert len(c) == 0
+    with pytest.raises(ValueError, match="outside"):
+        c.extend_batch(blob_form, 1, 1)
+
+
+def test_the_wire_decoder_hands_over_the_batch_of_what_it_decoded() -> None:
+    ents = entries_of(5, [(1, EntryKind.NORMAL, "", 0, 3, b"xy"), (1, EntryKind.NORMAL, "c1", 1, 3, b""),
+                          (2, EntryKind.NOOP, "c1", 1, 4, b"z")])
+    head = [len(ents), [1, 2, 2, 1], [0, 2, 1, 1], ["", 1, "c1", 2], [0, 1, 3], [3, 2, 4, 1],
+            [2, 1, 0, 1, 1, 1]]
+    got, batch = _entries_from_columns(head, b"xyz", 5)
+    assert list(got) == ents
+    assert batch is not None
+    c = ColdEntries(6)
+    assert c.extend_batch(batch, 1, 2)
+    assert c.entries(6, 8) == ents[1:]
+    # a body with a large payload keeps no batch (the entries take it by reference)
+    big = [1, [1, 1], [0, 1], ["", 1], [0, 0, 1], [0, 1], [REF_MIN, 1]]
+    got, batch = _entries_from_columns(big, b"x" * REF_MIN, 1)
+    assert batch is None and got[0].data == b"x" * REF_MIN
