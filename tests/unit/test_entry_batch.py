@@ -78,7 +78,7 @@ def test_extend_batch_fills_the_same_columns_as_extend(
     # the entries before ``off`` reach the columns first (from the objects), as in RaftLog
     a.extend(tail[:off])
     b.extend(tail[:off])
-    assert a.extend_batch(batch, off, cnt)
+    a.extend_batch(batch, off, tail[off : off + cnt])
     b.extend(tail[off : off + cnt])
     assert columns(a) == columns(b)
     assert a.entries(1, len(before) + off + cnt + 1) == ents[: len(before) + off + cnt]
@@ -89,24 +89,22 @@ def test_uniform_is_a_leaders_batch() -> None:
     b = EntryBatch.uniform(7, 4, EntryKind.NORMAL, "", 0, 99, datas)
     want = [Entry(7 + i, 4, d, EntryKind.NORMAL, "", 0, 99) for i, d in enumerate(datas)]
     c = ColdEntries(7)
-    assert c.extend_batch(b, 0, 3)
+    c.extend_batch(b, 0, want)
     assert c.entries(7, 10) == want
 
 
-def test_large_payloads_are_left_to_extend(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_large_payloads_come_from_the_entries_by_reference(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(columns_mod, "REF_MIN", 4)
+    ents = [Entry(1, 1, b"ab"), Entry(2, 1, b"abcd")]
     c = ColdEntries(1)
-    assert not c.extend_batch(EntryBatch.uniform(1, 1, EntryKind.NORMAL, "", 0, 0,
-                                                 (b"ab", b"abcd")), 0, 2)
-    assert len(c) == 0 and not c.data  # nothing half-appended
-    blob_form = EntryBatch(1, 1, [1, 1], [0, 1], ["", 1], [0, 0, 1], [0, 1], blob=b"abcd",
-                           ends=[4], max_len=4)
-    assert not c.extend_batch(blob_form, 0, 1)
-    assert not c.extend_batch(EntryBatch(1, 1, [1, 1], [0, 1], ["", 1], [0, 0, 1], [0, 1],
-                                         blob=b"ab", ends=[2]), 0, 1)  # size not known
-    assert len(c) == 0
+    c.extend_batch(EntryBatch.uniform(1, 1, EntryKind.NORMAL, "", 0, 0, (b"ab", b"abcd")), 0, ents)
+    assert c.refs == {2: b"abcd"} and c.entries(1, 3) == ents
+    no_blob = EntryBatch(3, 3, [1, 3], [0, 3], ["", 3], [0, 0, 3], [0, 3], max_len=6)
+    more = [Entry(3, 1, b"abcde"), Entry(4, 1, b"x"), Entry(5, 1, b"uvwxyz")]
+    c.extend_batch(no_blob, 0, more)
+    assert c.entries(1, 6) == ents + more and set(c.refs) == {2, 3, 5}
     with pytest.raises(ValueError, match="outside"):
-        c.extend_batch(blob_form, 1, 1)
+        c.extend_batch(no_blob, 1, more)
 
 
 def test_the_wire_decoder_hands_over_the_batch_of_what_it_decoded() -> None:
@@ -118,9 +116,36 @@ def test_the_wire_decoder_hands_over_the_batch_of_what_it_decoded() -> None:
     assert list(got) == ents
     assert batch is not None
     c = ColdEntries(6)
-    assert c.extend_batch(batch, 1, 2)
+    c.extend_batch(batch, 1, got[1:])
     assert c.entries(6, 8) == ents[1:]
     # a body with a large payload keeps no batch (the entries take it by reference)
     big = [1, [1, 1], [0, 1], ["", 1], [0, 0, 1], [0, 1], [REF_MIN, 1]]
     got, batch = _entries_from_columns(big, b"x" * REF_MIN, 1)
-    assert batch is None and got[0].data == b"x" * REF_MIN
+    assert batch is not None and batch.blob == b"" and got[0].data == b"x" * REF_MIN
+    c = ColdEntries(1)
+    c.extend_batch(batch, 0, got)
+    assert c.refs == {1: got[0].data} and c.entries(1, 2) == list(got)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.lists(st.integers(0, 7), min_size=1, max_size=6), min_size=1, max_size=6),
+       st.integers(0, 40))
+def test_cold_columns_keep_large_payloads_in_any_mix(chunks: list[list[int]], cut: int) -> None:
+    # REF_MIN 4: sizes 4..7 are kept by reference; chunks of only those take the all-large
+    # path of ``extend``, mixed chunks the loop.
+    saved, columns_mod.REF_MIN = columns_mod.REF_MIN, 4
+    try:
+        c = ColdEntries(1)
+        ents: list[Entry] = []
+        for sizes in chunks:
+            new = [Entry(len(ents) + 1 + j, 2, bytes([j + 65]) * n) for j, n in enumerate(sizes)]
+            c.extend(new)
+            ents += new
+        assert c.entries(1, len(ents) + 1) == ents
+        assert [c.size_bytes(e.index) for e in ents] == [e.size_bytes() for e in ents]
+        assert set(c.refs) == {e.index for e in ents if len(e.data) >= 4}
+        cut = 1 + cut % len(ents)
+        c.truncate(cut)
+        assert c.entries(1, cut) == ents[: cut - 1]
+    finally:
+        columns_mod.REF_MIN = saved

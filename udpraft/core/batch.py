@@ -10,9 +10,11 @@ every Entry object: ~380 ns per 10 B entry that way.
 
 Columns are flat lists as on the wire: ``[value, count, value, count, ...]`` for term, kind
 (an int), client id and timestamp, ``[first, step, count, ...]`` (step 0 or 1) for seq.
-Payloads are either ``datas`` (one bytes object per entry) or ``blob`` with ``ends`` (the
-end offset of each payload in ``blob``); ``max_len`` is an upper bound of the payload sizes
-(payloads of ``REF_MIN`` bytes or more are kept by reference, not through a batch).
+Payloads are ``datas`` (one bytes object per entry), or ``blob`` with ``ends`` (the end
+offset of each payload in ``blob``) when every payload is shorter than ``REF_MIN``
+(``max_len``: the longest), or neither: the cold columns then take the entries' own
+payloads (the wire decoder keeps no blob when a payload is large, so as not to hold the
+whole body beside the entries' copies; large payloads are kept by reference).
 
 Whoever builds a batch vouches that it describes exactly the entries it travels with:
 ``uniform`` (the leader) and the wire decoder build it from the same values as the

@@ -390,8 +390,7 @@ class RaftLog:
                 src = srcs[0]
                 b = src.batch
                 hi = min(index, src.hi)
-                if not cold.extend_batch(b, lo - b.first, hi - lo + 1):
-                    cold.extend(ents[lo - base : hi - base + 1])
+                cold.extend_batch(b, lo - b.first, ents[lo - base : hi - base + 1])
                 src.lo = hi + 1
             else:
                 hi = min(index, srcs[0].lo - 1) if srcs else index

@@ -524,11 +524,12 @@ def _entries_from_columns(
     c_data = map(blob.__getitem__, map(slice, chain((0,), ends), ends))
     c_kind_enum = map(_KINDS.__getitem__, c_kind)
     indices = range(first_index, first_index + n)
-    max_len = max(c_len) if n else REF_MIN
-    # Large payloads go to the cold columns by reference, not through a batch: none kept
-    # (it would hold the whole body in memory beside the entries' own copies).
-    batch = EntryBatch(first_index, n, terms, kinds, cids, seqs, ts, blob=blob, ends=ends,
-                       max_len=max_len) if max_len < REF_MIN else None
+    max_len = max(c_len) if n else 0
+    # With a large payload the batch keeps no blob (it would hold the whole body in memory
+    # beside the entries' own copies): the cold columns then take payloads from the entries.
+    small = max_len < REF_MIN
+    batch = EntryBatch(first_index, n, terms, kinds, cids, seqs, ts, blob=blob if small else b"",
+                       ends=ends if small else (), max_len=max_len) if n else None
     if not _FAST_ENTRY or _SETTERS is None:
         return tuple(map(Entry, indices, c_term, c_data, c_kind_enum, c_cid, c_seq, c_ts)), batch
     out = list(map(_ENTRY_NEW, repeat(Entry, n)))
