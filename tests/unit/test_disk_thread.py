@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 
 import pytest
@@ -100,5 +101,17 @@ def test_a_closed_loop_does_not_break_the_thread() -> None:
     gate.set()
     try:
         assert disk.submit(len, b"ab").result(5) == 2
+    finally:
+        disk.shutdown()
+
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_BATCH"), reason="SCHED_BATCH is Linux-only")
+def test_the_thread_does_not_preempt_on_wakeup() -> None:
+    disk = DiskThread("disk-test")
+    try:
+        tid = disk.submit(threading.get_native_id).result(5)
+        assert tid != threading.get_native_id()
+        assert os.sched_getscheduler(tid) == os.SCHED_BATCH
+        assert os.sched_getscheduler(threading.get_native_id()) != os.SCHED_BATCH
     finally:
         disk.shutdown()
