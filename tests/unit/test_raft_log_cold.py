@@ -20,6 +20,7 @@ from udpraft.core.batch import EntryBatch
 from udpraft.core.columns import ColdEntries
 from udpraft.core.log import RaftLog
 from udpraft.core.types import Entry, EntryKind
+from udpraft.storage.runs import encode_run, encode_run_batch
 
 NEVER = 1 << 40
 
@@ -111,6 +112,7 @@ def _cold_prefix_matches_plain_log(script: list[tuple[str, int, int, int]], hot:
             got = a.take_unstable()
             assert got == b.take_unstable()
             if got:
+                check_pieces(a, got)
                 a.stable_to(got[-1].index, got[-1].term)
                 b.stable_to(got[-1].index, got[-1].term)
         elif op == "apply":
@@ -209,6 +211,36 @@ def test_entries_freeze_in_small_batches(monkeypatch: pytest.MonkeyPatch) -> Non
         assert log.last_index() - log._base <= hot + chunk + batch
     assert sizes and max(sizes) <= chunk + batch and sum(sizes) >= n - hot - chunk - batch
     assert [log.entry(i).seq for i in (1, n // 2, n)] == [1, n // 2, n]
+
+
+def check_pieces(log: RaftLog, got: list[Entry]) -> None:
+    """Where the log hands out the column form of entries taken for storage, it is theirs:
+    a WAL run encoded from it is the same bytes as one encoded from the entries."""
+    pieces = log.batch_pieces(got[0].index, got[-1].index)
+    if pieces is None:
+        return
+    pos = 0
+    for batch, off, cnt in pieces:
+        part = got[pos : pos + cnt]
+        assert encode_run_batch(batch, off, part) == encode_run(part)
+        pos += cnt
+    assert pos == len(got)
+
+
+def test_batch_pieces_cover_exactly_or_not_at_all() -> None:
+    log = RaftLog(hot_entries=2)
+    one = [mk(i, 1, i) for i in range(1, 4)]
+    log.append_new(one, EntryBatch.of(one))
+    two = [mk(i, 1, i) for i in range(4, 6)]
+    log.append_new(two, EntryBatch.of(two))
+    got = log.take_unstable()
+    pieces = log.batch_pieces(2, 5)
+    assert pieces is not None and [(b.first, off, n) for b, off, n in pieces] == [(1, 1, 2), (4, 0, 2)]
+    check_pieces(log, got)
+    three = [mk(6, 1, 6)]
+    log.append_new(three)  # no column form
+    assert log.batch_pieces(5, 6) is None and log.batch_pieces(6, 6) is None
+    assert log.batch_pieces(4, 5) is not None
 
 
 def _settle(log: RaftLog) -> None:

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import os
+from itertools import accumulate
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from udpraft.core.batch import EntryBatch
 from udpraft.core.types import Entry, EntryKind
 from udpraft.storage import CorruptLogError, FileLogStore
-from udpraft.storage.runs import RUN_HEADER_SIZE, decode_run, encode_run
+from udpraft.storage.runs import RUN_HEADER_SIZE, decode_run, encode_run, encode_run_batch
 
 KINDS = frozenset(int(k) for k in EntryKind)
 
@@ -154,3 +158,64 @@ def test_a_record_going_back_over_single_frames_is_corruption(tmp_path: Path) ->
         f.write(forged)
     with pytest.raises(CorruptLogError, match="goes back over entries outside a run frame"):
         FileLogStore(str(tmp_path))
+
+
+# -- runs encoded from the entries' column form (core/batch.py) --------------------------
+
+row = st.tuples(st.integers(1, 3), st.sampled_from(list(EntryKind)),
+                st.sampled_from(["", "", "c1", "c\u00e9"]), st.integers(0, 2), st.integers(0, 2),
+                st.binary(max_size=5))
+
+
+def from_rows(first: int, rows: list[tuple[int, EntryKind, str, int, int, bytes]]) -> list[Entry]:
+    out, seq = [], 0
+    for i, (term, kind, cid, dseq, ts, data) in enumerate(rows):
+        seq = seq + dseq if dseq < 2 else 40 + i
+        out.append(Entry(first + i, term, data, kind, cid, seq, ts))
+    return out
+
+
+def forms(es: list[Entry]) -> list[EntryBatch]:
+    """The same batch as the leader's datas, the decoder's blob and the decoder without blob."""
+    b = EntryBatch.of(es)
+    ends = list(accumulate(len(e.data) for e in es))
+    cols = (b.first, b.n, b.terms, b.kinds, b.cids, b.seqs, b.ts)
+    return [b, EntryBatch(*cols, blob=b"".join(e.data for e in es), ends=ends, max_len=b.max_len),
+            EntryBatch(*cols, max_len=b.max_len)]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(row, min_size=1, max_size=30), st.data())
+def test_a_run_from_a_batch_is_the_same_bytes(rows: list[tuple[int, EntryKind, str, int, int, bytes]],
+                                              data: st.DataObject) -> None:
+    es = from_rows(5, rows)
+    off = data.draw(st.integers(0, len(es) - 1))
+    cnt = data.draw(st.integers(1, len(es) - off))
+    for b in forms(es):
+        assert encode_run_batch(b, off, es[off : off + cnt]) == encode_run(es[off : off + cnt])
+
+
+def test_runs_from_pieces_split_as_usual_and_round_trip(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from udpraft.storage import runs
+
+    monkeypatch.setattr(runs, "RUN_MAX_ENTRIES", 4)
+    es = [Entry(i, 1 + i // 6, bytes([i]) * (i % 4), client_id="c" if i % 5 == 0 else "",
+                seq=i) for i in range(1, 15)]
+    a, b = EntryBatch.of(es[:9]), EntryBatch.of(es[9:])
+    pieces = [(a, 2, 7), (b, 0, 5)]  # entries 3..14
+    got = runs.encode_runs(es[2:], pieces)
+    assert [len(r) for r, _ in got] == [4, 3, 4, 1]  # never across a piece, at most 4 each
+    assert [p for _, p in got] == [encode_run(r) for r, _ in got]
+    one = runs.encode_runs(es, [(EntryBatch.of(es), 0, len(es))])
+    assert one == runs.encode_runs(es)  # one piece: the very same frames
+    with pytest.raises(ValueError, match="cover"):
+        runs.encode_runs(es[2:], pieces[:1])
+    s = reopen(tmp_path)
+    s.append(es[:2])
+    s.append(es[2:], pieces)
+    s.sync()
+    s.close()
+    s = reopen(tmp_path)
+    assert list(s.load()[1]) == es
+    s.close()

@@ -350,6 +350,24 @@ class RaftLog:
         self.unstable_from = self.last_index() + 1
         return out
 
+    def batch_pieces(self, lo: int, hi: int) -> list[tuple[EntryBatch, int, int]] | None:
+        """``(batch, off, count)`` covering entries ``lo .. hi`` in order with the batches
+        they were appended with, or None if some entry there came without one."""
+        out: list[tuple[EntryBatch, int, int]] = []
+        end = hi
+        for s in reversed(self._srcs):  # the range is the newest entries: start at the end
+            if s.lo > end:
+                continue
+            if s.hi < end:
+                return None  # a gap
+            start = max(s.lo, lo)
+            out.append((s.batch, start - s.batch.first, end - start + 1))
+            end = start - 1
+            if end < lo:
+                out.reverse()
+                return out
+        return None
+
     def has_unstable(self) -> bool:
         return self.unstable_from <= self.last_index()
 

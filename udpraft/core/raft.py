@@ -314,6 +314,8 @@ class RaftNode(Elections, Replication, Reads):
             rd.hard_state = self._hs_handed
         rd.snapshot, self._snapshot_to_install = self._snapshot_to_install, None
         rd.entries = self.log.take_unstable()
+        if rd.entries:
+            rd.entry_batches = self.log.batch_pieces(rd.entries[0].index, rd.entries[-1].index)
         rd.must_sync = rd.hard_state is not None or bool(rd.entries) or rd.snapshot is not None
         rd.messages, self._msgs = self._msgs, []
         rd.persisted_messages, self._pmsgs = self._pmsgs, []

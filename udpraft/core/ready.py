@@ -27,6 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import IntEnum
 
+from udpraft.core.batch import EntryBatch
 from udpraft.core.messages import Message
 from udpraft.core.types import Entry, HardState, SnapshotMeta
 
@@ -54,6 +55,8 @@ class Ready:
     # make it durable (the stored log then starts after it) before persisted_messages go.
     snapshot: SnapshotMeta | None = None
     entries: list[Entry] = field(default_factory=list)
+    # ``entries`` in column form, when the log has it (RaftLog.batch_pieces): for storage.
+    entry_batches: list[tuple[EntryBatch, int, int]] | None = None
     must_sync: bool = False
     messages: list[Message] = field(default_factory=list)
     persisted_messages: list[Message] = field(default_factory=list)

@@ -343,7 +343,7 @@ class NodeRuntime(ClientHandling, LocalProposals):
             if rd.snapshot is not None and self.snapper is not None:  # [snapshots]
                 self.snapper.persist_install(rd.snapshot)  # file, then log reset/compact
             if rd.entries:
-                self.store.append(rd.entries)
+                self.store.append(rd.entries, rd.entry_batches)
             if rd.hard_state is not None:
                 self.store.set_hard_state(rd.hard_state)
         self.store.sync()

@@ -27,7 +27,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
+from udpraft.core.batch import EntryBatch
 from udpraft.core.types import Entry, HardState
+
+Pieces = Sequence[tuple[EntryBatch, int, int]]  # see LogStore.append
 
 
 class StorageError(Exception):
@@ -63,8 +66,12 @@ class LogStore(Protocol):
         """Index of the last entry written (``first_index() - 1`` when empty)."""
         ...
 
-    def append(self, entries: Sequence[Entry]) -> None:
-        """Write contiguous entries, truncating a conflicting suffix first. Durable on sync."""
+    def append(self, entries: Sequence[Entry], pieces: Pieces | None = None) -> None:
+        """Write contiguous entries, truncating a conflicting suffix first. Durable on sync.
+
+        ``pieces``: optionally, ``(batch, off, count)`` triples covering ``entries`` in
+        order with their column form (core/batch.py: ``entries[i]`` of a piece is its
+        batch's entry ``off + i``); a store may encode from it. Either way the same bytes."""
         ...
 
     def set_hard_state(self, hs: HardState) -> None:

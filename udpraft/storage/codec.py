@@ -34,6 +34,7 @@ from itertools import accumulate, repeat
 
 from udpraft.core.columns import ColdEntries
 from udpraft.core.types import Entry, EntryKind, HardState
+from udpraft.storage.base import Pieces
 from udpraft.storage.crc32c import crc32c, crc32c_bytes
 from udpraft.storage.runs import decode_run, encode_runs
 
@@ -177,15 +178,17 @@ def encode_frames(entries: Sequence[Entry]) -> tuple[bytes, list[int]]:
     return b"".join(parts), offsets
 
 
-def encode_batch(entries: Sequence[Entry]) -> tuple[bytes, list[int], dict[int, int]]:
+def encode_batch(entries: Sequence[Entry], pieces: Pieces | None = None
+                 ) -> tuple[bytes, list[int], dict[int, int]]:
     """``encode_frames`` with run records (runs.py): one buffer, each entry's frame offset
-    (entries of a run share their frame's) and, per run frame, the last index it holds."""
+    (entries of a run share their frame's) and, per run frame, the last index it holds.
+    ``pieces``: the entries' column form (``encode_runs``)."""
     parts: list[bytes] = []
     offsets: list[int] = []
     runs: dict[int, int] = {}
     pos = 0
     try:
-        runs_encoded = encode_runs(entries)
+        runs_encoded = encode_runs(entries, pieces)
     except (struct.error, ValueError, TypeError, OverflowError):
         for e in entries:
             encode_entry(e)  # raises the precise error

@@ -78,7 +78,13 @@ from dataclasses import dataclass, field
 from udpraft.core.columns import ColdEntries, EntryColumns
 from udpraft.core.types import EMPTY_HARD_STATE, Entry, HardState
 from udpraft.storage._fs import fdatasync, fsync_dir, lock_file, make_dirs
-from udpraft.storage.base import CorruptLogError, StorageError, check_append, clamp_compact
+from udpraft.storage.base import (
+    CorruptLogError,
+    Pieces,
+    StorageError,
+    check_append,
+    clamp_compact,
+)
 from udpraft.storage.codec import (
     ColumnDecoder,
     encode_batch,
@@ -261,7 +267,7 @@ class FileLogStore:
     def last_index(self) -> int:
         return self._segments[-1].last_index
 
-    def append(self, entries: Sequence[Entry]) -> None:
+    def append(self, entries: Sequence[Entry], pieces: Pieces | None = None) -> None:
         self._check()
         if not entries:
             return
@@ -269,7 +275,7 @@ class FileLogStore:
         self._recovered = None
         # Encode before any change: a bad entry changes nothing.
         if len(entries) >= self._run_min:
-            buf, rel, runs = encode_batch(entries)
+            buf, rel, runs = encode_batch(entries, pieces)
         else:
             (buf, rel), runs = encode_frames(entries), {}
         try:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from udpraft.core.types import EMPTY_HARD_STATE, Entry, HardState
-from udpraft.storage.base import StorageError, check_append, clamp_compact
+from udpraft.storage.base import Pieces, StorageError, check_append, clamp_compact
 
 
 class MemoryLogStore:
@@ -38,7 +38,7 @@ class MemoryLogStore:
     def last_index(self) -> int:
         return self._first + len(self._entries) - 1
 
-    def append(self, entries: Sequence[Entry]) -> None:
+    def append(self, entries: Sequence[Entry], pieces: Pieces | None = None) -> None:
         self._check_open()
         if not entries:
             return

@@ -28,9 +28,13 @@ import struct
 import sys
 from array import array
 from collections.abc import Sequence
+from itertools import chain
+from operator import sub
 
 from udpraft.core import types as et
+from udpraft.core.batch import EntryBatch, expand, expand_seqs
 from udpraft.core.types import Entry
+from udpraft.storage.base import Pieces
 
 RUN_TAG = 0xE2
 RUN_HEADER = struct.Struct("<BQI")
@@ -76,19 +80,75 @@ def encode_run(entries: Sequence[Entry]) -> bytes:
     ))
 
 
-def encode_runs(entries: Sequence[Entry]) -> list[tuple[Sequence[Entry], bytes]]:
+def encode_run_batch(b: EntryBatch, off: int, entries: Sequence[Entry]) -> bytes:
+    """``encode_run(entries)`` for ``entries``, which are entries ``off ..`` of batch ``b``
+    (core/batch.py): the same bytes, with the fixed columns taken from the batch's runs
+    instead of read out of every Entry (the payloads from its blob or datas when it has
+    them, else from the entries)."""
+    n = len(entries)
+    cids = b.cids
+    if len(cids) == 2 and cids[0] == "":
+        cid_lens = bytes(2 * n)
+        cid_blob = b""
+    else:
+        seen: dict[str, bytes] = {}
+        raw = [seen[c] if c in seen else seen.setdefault(c, c.encode("utf-8"))
+               for c in expand(cids, off, n)]
+        cid_lens = _le(array("H", map(len, raw)))
+        cid_blob = b"".join(raw)
+    datas: Sequence[bytes | memoryview]
+    if b.datas is not None:
+        datas = b.datas[off : off + n]
+        lens = array("I", map(len, datas))
+    elif b.blob:
+        start = b.ends[off - 1] if off else 0
+        ends = b.ends[off : off + n]
+        lens = array("I", map(sub, ends, chain((start,), ends)))
+        datas = (memoryview(b.blob)[start : ends[-1]],)
+    else:
+        datas = list(map(et.ENTRY_DATA, entries))
+        lens = array("I", map(len, datas))
+    return b"".join((
+        RUN_HEADER.pack(RUN_TAG, b.first + off, n),
+        _le(array("Q", expand(b.terms, off, n))),
+        bytes(expand(b.kinds, off, n)),
+        _le(array("Q", expand_seqs(b.seqs, off, n))),
+        _le(array("Q", expand(b.ts, off, n))),
+        cid_lens,
+        _le(lens),
+        cid_blob,
+        *datas,
+    ))
+
+
+def encode_runs(entries: Sequence[Entry], pieces: Pieces | None = None
+                ) -> list[tuple[Sequence[Entry], bytes]]:
     """``entries`` as run payloads of at most RUN_MAX_ENTRIES entries each, a payload over
     RUN_MAX_BYTES halved until it fits (or holds one entry): no size pass over the usual
-    batch, which fits at once."""
+    batch, which fits at once. ``pieces``: ``(batch, off, count)`` covering ``entries`` in
+    order (their column form, core/batch.py): each run then lies within one piece and is
+    encoded from it (``encode_run_batch``)."""
     out: list[tuple[Sequence[Entry], bytes]] = []
-    todo = [entries[i : i + RUN_MAX_ENTRIES] for i in range(0, len(entries), RUN_MAX_ENTRIES)]
+    # (entries of the run, its batch and the batch position of its first entry, or None)
+    todo: list[tuple[Sequence[Entry], EntryBatch | None, int]] = []
+    if pieces is None:
+        todo = [(entries[i : i + RUN_MAX_ENTRIES], None, 0)
+                for i in range(0, len(entries), RUN_MAX_ENTRIES)]
+    else:
+        pos = 0
+        for piece, start, cnt in pieces:
+            todo += [(entries[pos + i : pos + min(cnt, i + RUN_MAX_ENTRIES)], piece, start + i)
+                     for i in range(0, cnt, RUN_MAX_ENTRIES)]
+            pos += cnt
+        if pos != len(entries):
+            raise ValueError(f"batch pieces cover {pos} entries, not {len(entries)}")
     todo.reverse()
     while todo:
-        run = todo.pop()
-        payload = encode_run(run)
+        run, batch, off = todo.pop()
+        payload = encode_run(run) if batch is None else encode_run_batch(batch, off, run)
         if len(payload) > RUN_MAX_BYTES and len(run) > 1:
             half = len(run) // 2
-            todo += (run[half:], run[:half])
+            todo += ((run[half:], batch, off + half), (run[:half], batch, off))
             continue
         out.append((run, payload))
     return out

@@ -29,7 +29,13 @@ from collections.abc import Sequence
 from udpraft.core.columns import ColdEntries, EntryColumns
 from udpraft.core.types import Entry, EntryKind, HardState
 from udpraft.storage._fs import lock_file, make_dirs
-from udpraft.storage.base import CorruptLogError, StorageError, check_append, clamp_compact
+from udpraft.storage.base import (
+    CorruptLogError,
+    Pieces,
+    StorageError,
+    check_append,
+    clamp_compact,
+)
 from udpraft.storage.codec import CLIENT_ID_BYTES_MAX, PAYLOAD_BYTES_MAX
 
 _SCHEMA = """
@@ -168,7 +174,7 @@ class SqliteLogStore:
     def last_index(self) -> int:
         return self._last
 
-    def append(self, entries: Sequence[Entry]) -> None:
+    def append(self, entries: Sequence[Entry], pieces: Pieces | None = None) -> None:
         self._check()
         if not entries:
             return
