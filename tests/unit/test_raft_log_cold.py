@@ -273,3 +273,29 @@ def test_a_snapshot_that_replaces_the_log_drops_its_batches() -> None:
     assert log.maybe_append(4, new, EntryBatch.of(new)) is None
     _settle(log)
     assert log.slice(5, 9) == new
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 90), st.integers(0, 3)), max_size=40),
+       st.integers(0, 45), st.integers(0, 45), st.integers(-40, 400), st.booleans())
+def test_take_bytes_cuts_where_a_walk_over_size_bytes_would(
+        sizes: list[tuple[int, int]], lo: int, hi: int, max_bytes: int, have: bool) -> None:
+    ents = [Entry(i + 1, 1, b"x" * d, client_id="c" * c) for i, (d, c) in enumerate(sizes)]
+    hi = min(hi, len(ents))  # callers stay inside the list
+    want: list[Entry] = []
+    total = 0
+    for e in ents[lo:hi]:
+        total += e.size_bytes()
+        if (want or have) and total > max_bytes:
+            break
+        want.append(e)
+    assert log_mod._take_bytes(ents, lo, hi, max_bytes, have) == want
+
+
+def test_take_bytes_edges() -> None:
+    ents = [Entry(i, 1, b"x" * 10) for i in range(1, 9)]  # 42 bytes each
+    assert len(log_mod._take_bytes(ents, 0, 8, 84)) == 2  # exactly full
+    assert len(log_mod._take_bytes(ents, 0, 8, 83)) == 1
+    assert log_mod._take_bytes(ents, 0, 8, 41, have=True) == []
+    assert log_mod._take_bytes(ents, 0, 8, 0) == ents[:1]  # at least one
+    assert log_mod._take_bytes(ents, 2, 8, 10_000) == ents[2:]

@@ -18,6 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from udpraft.core import messages as cm
+from udpraft.core.batch import EntryBatch
 from udpraft.core.types import Entry, EntryKind
 from udpraft.wire import (
     FLAG_ACK_REQUESTED,
@@ -572,3 +573,59 @@ def test_both_macs_authenticate_and_reject_a_flip(payload: int) -> None:
         bad = bytearray(data)
         bad[pos] ^= 0x10
         assert decode(bytes(bad), N2) == Dropped(DropReason.BAD_TAG)
+
+
+def _fresh_append_cache() -> None:
+    from udpraft.wire import bodies
+
+    bodies._APPEND_CACHE.entries = ()  # encode again, not from the last message's cache
+
+
+@settings(max_examples=300, deadline=None)
+@given(append_entries(max_entries=8), st.integers(0, 3), st.integers(0, 3))
+def test_append_encoded_from_the_leaders_batch_is_the_same_bytes(
+    msg: cm.AppendEntries, before: int, after: int
+) -> None:
+    """The encoder takes a batch's runs (core/batch.py) for the columns when the message
+    has one covering its entries: it decodes to the same message. (Not always the same
+    bytes: a run cut out of a longer one may be coded differently, e.g. one seq as a
+    step-1 run of one.)"""
+    if not msg.entries or msg.prev_index < before:
+        return
+    first = msg.prev_index + 1
+    extra_lo = [Entry(first - before + i, 1, b"p") for i in range(before)]
+    extra_hi = [Entry(first + len(msg.entries) + i, 1, b"q") for i in range(after)]
+    batch = EntryBatch.of(extra_lo + list(msg.entries) + extra_hi)
+    _fresh_append_cache()
+    plain = encode_body(msg, "n2")
+    _fresh_append_cache()
+    got = decode(encode(dataclasses.replace(msg, batch=batch), N1, msg_id=1), N2)
+    assert isinstance(got, Decoded) and got.msg == msg
+    # a batch that does not cover the entries is not used
+    _fresh_append_cache()
+    short = EntryBatch.of(list(msg.entries)[:-1] or [Entry(first + 9, 1)])
+    assert encode_body(dataclasses.replace(msg, batch=short), "n2").body == plain.body
+
+
+def test_append_from_a_uniform_batch() -> None:
+    datas = tuple(bytes([65 + i]) * i for i in range(5))
+    es = tuple(Entry(10 + i, 3, d, EntryKind.NORMAL, "", 0, 77) for i, d in enumerate(datas))
+    batch = EntryBatch.uniform(10, 3, EntryKind.NORMAL, "", 0, 77, datas)
+    msg = cm.AppendEntries("n1", "n2", 3, 11, 3, es[2:], 9, batch)
+    _fresh_append_cache()
+    got = decode(encode(msg, N1, msg_id=1), N2)
+    assert isinstance(got, Decoded) and got.msg == msg
+    _fresh_append_cache()
+    assert encode_body(msg, "n2").body == encode_body(dataclasses.replace(msg, batch=None), "n2").body
+
+
+def test_append_from_a_batch_with_seq_and_client_runs() -> None:
+    es = [Entry(i, 2, b"d", EntryKind.NORMAL, "c" if i < 7 else "", i + 100 if i < 7 else 0, 5)
+          for i in range(1, 10)]  # seqs 101..106 (one run of consecutive), then 0 0 0
+    batch = EntryBatch.of(es)
+    for lo, hi in [(2, 9), (3, 5), (6, 8), (8, 9)]:
+        part = tuple(es[lo - 1 : hi])
+        msg = cm.AppendEntries("n1", "n2", 2, lo - 1, 2, part, 1, batch)
+        _fresh_append_cache()
+        got = decode(encode(msg, N1, msg_id=1), N2)
+        assert isinstance(got, Decoded) and got.msg.entries == part

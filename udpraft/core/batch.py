@@ -92,6 +92,31 @@ class EntryBatch:
                    max_len=max(map(len, datas)))
 
 
+def cut_runs(runs: list[Any], off: int, cnt: int) -> list[Any]:
+    """``[value, count, ...]`` runs of positions ``off .. off + cnt - 1``."""
+    if len(runs) == 2:
+        return [runs[0], cnt]
+    out: list[Any] = []
+    for v, c in _cut(runs[::2], runs[1::2], off, cnt):
+        out += (v, c)
+    return out
+
+
+def cut_seqs(triples: list[int], off: int, cnt: int) -> list[int]:
+    """``[first, step, count, ...]`` of positions ``off .. off + cnt - 1``."""
+    out: list[int] = []
+    pos = 0
+    for i in range(0, len(triples), 3):
+        first, step, count = triples[i : i + 3]
+        lo, hi = max(off, pos), min(off + cnt, pos + count)
+        if lo < hi:
+            out += (first + step * (lo - pos), step, hi - lo)
+        pos += count
+        if pos >= off + cnt:
+            break
+    return out
+
+
 def expand(runs: list[Any], off: int, cnt: int) -> Iterator[Any]:
     """The values at positions ``off .. off + cnt - 1`` of ``[value, count, ...]`` runs."""
     if len(runs) == 2:

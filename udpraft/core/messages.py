@@ -59,8 +59,10 @@ class AppendEntries:
     prev_term: int
     entries: tuple[Entry, ...]
     commit: int
-    # The same entries in column form when the decoder has them (core/batch.py): cheaper
-    # for the log to keep. Not part of the message's value.
+    # The same entries in column form (core/batch.py; entry ``e`` is the batch's entry
+    # ``e.index - batch.first``), when known: the follower's decoder gives the log the
+    # columns it decoded; the leader's encoder takes the columns of the batch it appended
+    # the entries with. Not part of the message's value.
     batch: EntryBatch | None = field(default=None, compare=False, repr=False)
 
 

@@ -98,9 +98,11 @@ class Replication(NodeBase):
         entries = self.log.slice(pr.next, last + 1, self.cfg.max_msg_bytes)
         if not entries and not allow_empty and pr.state == ProgressState.REPLICATE:
             return False
+        batch = self.log.batch_of(entries[0].index, entries[-1].index) if entries else None
         self._send(
             AppendEntries(
-                self.id, peer, self.term, prev, prev_term, tuple(entries), self.log.committed
+                self.id, peer, self.term, prev, prev_term, tuple(entries), self.log.committed,
+                batch,
             )
         )
         pr.sent(prev + len(entries), len(entries))

@@ -69,7 +69,7 @@ from typing import Any
 import orjson
 
 from udpraft.core import messages as cm
-from udpraft.core.batch import EntryBatch
+from udpraft.core.batch import EntryBatch, cut_runs, cut_seqs
 from udpraft.core.columns import REF_MIN
 from udpraft.core.types import Entry, EntryKind
 from udpraft.wire.envelope import MAX_U63, DropReason, EncodeError, MsgType
@@ -430,16 +430,31 @@ def _enc_append(msg: cm.AppendEntries) -> tuple[bytes, Sequence[bytes]]:
     # match at C speed (and equal entries encode equally anyway).
     if len(es) != len(c.entries) or es != c.entries:
         first = msg.prev_index + 1
-        if list(map(_ENTRY_INDEX, es)) != list(range(first, first + len(es))):
-            raise EncodeError("AppendEntries: entry indices must run from prev_index + 1")
-        datas = list(map(_ENTRY_DATA, es))
-        if set(map(type, datas)) != {bytes}:
-            raise EncodeError("AppendEntries: entry data must be bytes")
-        cols = (
-            len(es), _rle(map(_E_TERM, es)), _rle(map(int, map(_E_KIND, es))),
-            _rle(map(_E_CID, es)), _seq_runs(list(map(_E_SEQ, es))), _rle(map(_E_TS, es)),
-            _rle(map(len, datas)),
-        )
+        n = len(es)
+        b = msg.batch
+        off = first - b.first if b is not None else -1
+        if b is not None and off >= 0 and off + n <= b.n and es[0].index == first \
+                and es[-1].index == first + n - 1:
+            # The leader appended these entries with ``b``: its runs are their columns
+            # (core/batch.py); the entries themselves came from the log in index order.
+            datas = list(b.datas[off : off + n]) if b.datas is not None else list(map(_ENTRY_DATA, es))
+            if set(map(type, datas)) != {bytes}:
+                raise EncodeError("AppendEntries: entry data must be bytes")
+            cols = (
+                n, cut_runs(b.terms, off, n), cut_runs(b.kinds, off, n), cut_runs(b.cids, off, n),
+                cut_seqs(b.seqs, off, n), cut_runs(b.ts, off, n), _rle(map(len, datas)),
+            )
+        else:
+            if list(map(_ENTRY_INDEX, es)) != list(range(first, first + n)):
+                raise EncodeError("AppendEntries: entry indices must run from prev_index + 1")
+            datas = list(map(_ENTRY_DATA, es))
+            if set(map(type, datas)) != {bytes}:
+                raise EncodeError("AppendEntries: entry data must be bytes")
+            cols = (
+                n, _rle(map(_E_TERM, es)), _rle(map(int, map(_E_KIND, es))),
+                _rle(map(_E_CID, es)), _seq_runs(list(map(_E_SEQ, es))), _rle(map(_E_TS, es)),
+                _rle(map(len, datas)),
+            )
         enc = _dumps(cols, "AppendEntries")
         c.entries, c.cols, c.payload = tuple(es), enc[1:-1], b"".join(datas)
     return b"".join((head[:-1], b",", c.cols, b"]")), (c.payload,)
