@@ -11,7 +11,7 @@ from udpraft.core import columns as columns_mod
 from udpraft.core.batch import EntryBatch, expand, expand_seqs
 from udpraft.core.columns import REF_MIN, ColdEntries
 from udpraft.core.types import Entry, EntryKind
-from udpraft.wire.bodies import _entries_from_columns
+from udpraft.wire.append import _entries_from_columns
 
 fields = st.tuples(
     st.integers(1, 3),  # term

@@ -576,9 +576,9 @@ def test_both_macs_authenticate_and_reject_a_flip(payload: int) -> None:
 
 
 def _fresh_append_cache() -> None:
-    from udpraft.wire import bodies
+    from udpraft.wire import append
 
-    bodies._APPEND_CACHE.entries = ()  # encode again, not from the last message's cache
+    append._APPEND_CACHE.entries = ()  # encode again, not from the last message's cache
 
 
 @settings(max_examples=300, deadline=None)

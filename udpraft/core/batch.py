@@ -1,7 +1,7 @@
 """A batch of consecutive new entries in column form, as it arrived: ``EntryBatch``.
 
 How this works: entries reach a log in batches whose columns are already known — a
-follower decodes AppendEntries from run-length coded columns (wire/bodies.py), and a
+follower decodes AppendEntries from run-length coded columns (wire/append.py), and a
 leader's ``propose_datas`` makes entries that share term, kind, client id, seq and
 timestamp. The batch keeps those columns beside its Entry objects, and when ``RaftLog``
 later moves the entries into its cold columns (``ColdEntries.extend_batch``) it copies

@@ -100,8 +100,8 @@ from udpraft.wire import (
     split_append_entries,
     split_into_fragments,
 )
-from udpraft.wire.bodies import MAX_ACK_RANGES
 from udpraft.wire.envelope import id_bytes
+from udpraft.wire.fields import MAX_ACK_RANGES
 
 A = TypeVar("A", bound=Hashable)
 

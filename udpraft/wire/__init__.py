@@ -5,8 +5,6 @@ for the body layout and validation rules.
 """
 
 from udpraft.wire.bodies import (
-    MAX_ACK_RANGES,
-    MAX_FRAGMENTS,
     RAFT_TYPES,
     entries_from_wire,
     entries_to_wire,
@@ -36,6 +34,7 @@ from udpraft.wire.envelope import (
     WireContext,
     new_incarnation,
 )
+from udpraft.wire.fields import MAX_ACK_RANGES, MAX_FRAGMENTS
 from udpraft.wire.messages import (
     Ack,
     ClientBatch,

@@ -48,6 +48,7 @@ key but running buggy code therefore cannot hand the core a value of the wrong t
 
 Speed
 -----
+(The AppendEntries codec lives in append.py, the shared bounds and checks in fields.py.)
 AppendEntries columns are extracted with ``operator.attrgetter`` and run-length coded, and
 validated per run, not per entry. Entries are built column by column, each slot set by a
 C-level ``map`` over the slot's setter: no per-entry Python frame, no frozen-dataclass
@@ -59,20 +60,41 @@ follower only costs its four header numbers. Run ``python -m udpraft.wire.bench`
 
 from __future__ import annotations
 
-from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
-from itertools import accumulate, chain, groupby, repeat
 from operator import attrgetter
 from typing import Any
 
 import orjson
 
 from udpraft.core import messages as cm
-from udpraft.core.batch import EntryBatch, cut_runs, cut_seqs
-from udpraft.core.columns import REF_MIN
-from udpraft.core.types import Entry, EntryKind
+from udpraft.core.types import Entry
+from udpraft.wire.append import _dec_append, _enc_append
 from udpraft.wire.envelope import MAX_U63, DropReason, EncodeError, MsgType
+from udpraft.wire.fields import (  # the bounds are part of this module's interface
+    _KINDS,
+    _SETTERS,
+    _SNAPSHOT_STATUS,
+    MAX_ACK_RANGES,
+    MAX_BATCH_MESSAGES,
+    MAX_CHECKSUM_CHARS,
+    MAX_CLIENT_ID_CHARS,
+    MAX_FRAGMENT_TOTAL,
+    MAX_FRAGMENTS,
+    MAX_HOST_CHARS,
+    MAX_STR_CHARS,
+    BodyError,
+    _blob_parts,
+    _body_dict,
+    _bool,
+    _dumps,
+    _int,
+    _no_setter,
+    _shape,
+    _split_blobs,
+    _str,
+    _take_blobs,
+)
 from udpraft.wire.messages import (
     REQUEST_TYPES,
     RESPONSE_TYPES,
@@ -86,20 +108,8 @@ from udpraft.wire.messages import (
     Fragment,
     SnapshotAck,
     SnapshotChunk,
-    SnapshotStatus,
     WireMessage,
 )
-
-MAX_CLIENT_ID_CHARS = 128
-MAX_STR_CHARS = 64  # string fields of Raft messages, leader hints
-MAX_HOST_CHARS = 255
-MAX_BLOBS = 65_536
-MAX_ACK_RANGES = 1024
-MAX_FRAGMENTS = 65_535
-MAX_FRAGMENT_TOTAL = 1 << 31
-MAX_CHECKSUM_CHARS = 64
-MAX_BATCH_MESSAGES = 4096  # requests in a ClientBatch, responses in a ClientResponses
-_SNAPSHOT_STATUS = {int(v): v for v in SnapshotStatus}
 
 RAFT_TYPES: dict[type, MsgType] = {
     cm.PreVote: MsgType.PRE_VOTE,
@@ -117,116 +127,6 @@ RAFT_TYPES: dict[type, MsgType] = {
 }
 
 
-class BodyError(Exception):
-    """A body failed validation; :func:`udpraft.wire.decode` turns it into a drop."""
-
-    def __init__(self, reason: DropReason, detail: str) -> None:
-        super().__init__(detail)
-        self.reason = reason
-        self.detail = detail
-
-
-# ---------------------------------------------------------------------------- validation
-
-
-def _int(v: Any, what: str) -> int:
-    if type(v) is not int or not 0 <= v < MAX_U63:
-        raise BodyError(DropReason.BAD_FIELD, what)
-    return v
-
-
-def _str(v: Any, limit: int, what: str) -> str:
-    if type(v) is not str or len(v) > limit:
-        raise BodyError(DropReason.BAD_FIELD, what)
-    return v
-
-
-def _bool(v: Any, what: str) -> bool:
-    if type(v) is not bool:
-        raise BodyError(DropReason.BAD_FIELD, what)
-    return v
-
-
-def _shape(h: Any, n: int, what: str) -> list[Any]:
-    if type(h) is not list or len(h) != n:
-        raise BodyError(DropReason.BAD_BODY, what)
-    return h
-
-
-def _split_blobs(lens: Any, blob: bytes, what: str) -> tuple[bytes, ...]:
-    if type(lens) is not list or len(lens) > MAX_BLOBS:
-        raise BodyError(DropReason.BAD_BODY, what + ".blobs")
-    out = []
-    pos = 0
-    for n in lens:
-        if type(n) is not int or n < 0:
-            raise BodyError(DropReason.BAD_FIELD, what + ".blob_len")
-        end = pos + n
-        out.append(blob[pos:end])
-        pos = end
-    if pos != len(blob):
-        raise BodyError(DropReason.BAD_FIELD, what + ".blob_total")
-    return tuple(out)
-
-
-def _take_blobs(lens: Any, blob: bytes, pos: int, what: str) -> tuple[tuple[bytes, ...], int]:
-    """The blobs ``lens`` names, read from ``blob`` at ``pos``; (blobs, position after)."""
-    if type(lens) is not list or len(lens) > MAX_BLOBS:
-        raise BodyError(DropReason.BAD_BODY, what + ".blobs")
-    out = []
-    for n in lens:
-        if type(n) is not int or n < 0:
-            raise BodyError(DropReason.BAD_FIELD, what + ".blob_len")
-        end = pos + n
-        if end > len(blob):
-            raise BodyError(DropReason.BAD_FIELD, what + ".blob_total")
-        out.append(blob[pos:end])
-        pos = end
-    return tuple(out), pos
-
-
-def _body_dict(v: Any, what: str) -> dict[str, Any]:
-    if type(v) is not dict:
-        raise BodyError(DropReason.BAD_FIELD, what)
-    return v
-
-
-def _blob_parts(blobs: Sequence[bytes], what: str) -> list[bytes]:
-    parts = list(blobs)
-    for b in parts:
-        if type(b) is not bytes:
-            raise EncodeError(f"{what}: blobs must be bytes")
-    return parts
-
-
-def _dumps(obj: Any, what: str) -> bytes:
-    try:
-        return orjson.dumps(obj)
-    except TypeError as exc:  # orjson.JSONEncodeError: not JSON-able, int beyond 64 bits
-        raise EncodeError(f"{what}: {exc}") from exc
-
-
-# ------------------------------------------------------------------------- entries
-
-
-def _fast_entry_setters() -> tuple[Callable[[Entry, Any], None], ...] | None:
-    """Slot setters for Entry, or None if Entry no longer has the shape we rely on."""
-    names = tuple(f.name for f in fields(Entry))
-    if names != ("index", "term", "data", "kind", "client_id", "seq", "ts_ms"):
-        return None
-    if hasattr(Entry, "__post_init__") or "__slots__" not in Entry.__dict__:
-        return None
-    return tuple(getattr(Entry, n).__set__ for n in names)
-
-
-_SETTERS = _fast_entry_setters()
-
-
-def _no_setter(obj: Entry, value: Any) -> None:  # placeholder when _SETTERS is None
-    raise AssertionError("unreachable")
-
-
-_KINDS: dict[Any, EntryKind] = {int(k): k for k in EntryKind}
 _CLIENT_KINDS = frozenset(int(k) for k in ClientKind)
 _KIND_OF = {int(k): k for k in ClientKind}
 _ENTRY_ROW = attrgetter("term", "kind", "client_id", "seq", "ts_ms")
@@ -358,217 +258,6 @@ def _raft_codec(mtype: MsgType, cls: type) -> Codec:
         return msg
 
     return Codec(mtype, True, enc, dec)
-
-
-# ------------------------------------------------------------------ AppendEntries columns
-
-_E_TERM = attrgetter("term")
-_E_KIND = attrgetter("kind")
-_E_CID = attrgetter("client_id")
-_E_SEQ = attrgetter("seq")
-_E_TS = attrgetter("ts_ms")
-
-
-def _rle(col: Iterable[Any]) -> list[Any]:
-    """``[value, count, ...]`` of consecutive equal values."""
-    vals = list(col)
-    if vals and vals.count(vals[0]) == len(vals):  # one run (a batch): C speed
-        return [vals[0], len(vals)]
-    out: list[Any] = []
-    for v, g in groupby(vals):
-        out.append(v)
-        out.append(len(list(g)))
-    return out
-
-
-def _seq_runs(seqs: list[int]) -> list[int]:
-    """``[first, step, count, ...]``: runs of equal (step 0) or consecutive (step 1) seqs."""
-    n = len(seqs)
-    first = seqs[0] if n else 0
-    if seqs.count(first) == n:  # the common cases at C speed: all alike (no client) ...
-        return [first, 0, n] if n else []
-    if seqs == list(range(first, first + n)):  # ... or one client's consecutive requests
-        return [first, 1, n]
-    out: list[int] = []
-    i = 0
-    while i < n:
-        first = seqs[i]
-        j = i + 1
-        if j < n and seqs[j] == first + 1:
-            while j < n and seqs[j] == seqs[j - 1] + 1:
-                j += 1
-            out += (first, 1, j - i)
-        else:
-            while j < n and seqs[j] == first:
-                j += 1
-            out += (first, 0, j - i)
-        i = j
-    return out
-
-
-class _AppendCache:
-    """The encoding of the last entry batch, shared by the appends to every follower."""
-
-    __slots__ = ("cols", "entries", "payload")
-
-    def __init__(self) -> None:
-        self.entries: tuple[Entry, ...] = ()
-        self.cols = b""
-        self.payload = b""
-
-
-_APPEND_CACHE = _AppendCache()
-
-
-def _enc_append(msg: cm.AppendEntries) -> tuple[bytes, Sequence[bytes]]:
-    es = msg.entries
-    head = _dumps((msg.term, msg.prev_index, msg.prev_term, msg.commit), "AppendEntries")
-    if not es:
-        return head[:-1] + b",0,[],[],[],[],[],[]]", ()
-    c = _APPEND_CACHE
-    # Tuple equality compares by identity first: the same entries to another follower
-    # match at C speed (and equal entries encode equally anyway).
-    if len(es) != len(c.entries) or es != c.entries:
-        first = msg.prev_index + 1
-        n = len(es)
-        b = msg.batch
-        off = first - b.first if b is not None else -1
-        if b is not None and off >= 0 and off + n <= b.n and es[0].index == first \
-                and es[-1].index == first + n - 1:
-            # The leader appended these entries with ``b``: its runs are their columns
-            # (core/batch.py); the entries themselves came from the log in index order.
-            datas = list(b.datas[off : off + n]) if b.datas is not None else list(map(_ENTRY_DATA, es))
-            if set(map(type, datas)) != {bytes}:
-                raise EncodeError("AppendEntries: entry data must be bytes")
-            cols = (
-                n, cut_runs(b.terms, off, n), cut_runs(b.kinds, off, n), cut_runs(b.cids, off, n),
-                cut_seqs(b.seqs, off, n), cut_runs(b.ts, off, n), _rle(map(len, datas)),
-            )
-        else:
-            if list(map(_ENTRY_INDEX, es)) != list(range(first, first + n)):
-                raise EncodeError("AppendEntries: entry indices must run from prev_index + 1")
-            datas = list(map(_ENTRY_DATA, es))
-            if set(map(type, datas)) != {bytes}:
-                raise EncodeError("AppendEntries: entry data must be bytes")
-            cols = (
-                n, _rle(map(_E_TERM, es)), _rle(map(int, map(_E_KIND, es))),
-                _rle(map(_E_CID, es)), _seq_runs(list(map(_E_SEQ, es))), _rle(map(_E_TS, es)),
-                _rle(map(len, datas)),
-            )
-        enc = _dumps(cols, "AppendEntries")
-        c.entries, c.cols, c.payload = tuple(es), enc[1:-1], b"".join(datas)
-    return b"".join((head[:-1], b",", c.cols, b"]")), (c.payload,)
-
-
-def _runs(flat: Any, n: int, check: Callable[[Any], bool], what: str) -> Iterable[Any]:
-    """Validated expansion of ``[value, count, ...]`` into ``n`` values."""
-    if type(flat) is not list or len(flat) % 2:
-        raise BodyError(DropReason.BAD_BODY, what)
-    values = flat[::2]
-    counts = flat[1::2]
-    if (
-        any(type(k) is not int for k in counts)
-        or (counts and min(counts) < 1)
-        or sum(counts) != n
-        or not all(map(check, values))
-    ):
-        raise BodyError(DropReason.BAD_FIELD, what)
-    if len(values) == 1:
-        return repeat(values[0], n)
-    return chain.from_iterable(map(repeat, values, counts))
-
-
-def _is_u63(v: Any) -> bool:
-    return type(v) is int and 0 <= v < MAX_U63
-
-
-def _is_cid(v: Any) -> bool:
-    return type(v) is str and len(v) <= MAX_CLIENT_ID_CHARS
-
-
-def _is_kind(v: Any) -> bool:
-    return type(v) is int and v in _KINDS
-
-
-def _is_len(v: Any) -> bool:
-    return type(v) is int and 0 <= v <= MAX_FRAGMENT_TOTAL
-
-
-def _seqs(flat: Any, n: int, what: str) -> Iterable[int]:
-    if type(flat) is not list or len(flat) % 3:
-        raise BodyError(DropReason.BAD_BODY, what)
-    parts = []
-    total = 0
-    for i in range(0, len(flat), 3):
-        first, step, count = flat[i : i + 3]
-        if (
-            not _is_u63(first) or type(step) is not int or step not in (0, 1)
-            or type(count) is not int or count < 1 or first + step * (count - 1) >= MAX_U63
-        ):
-            raise BodyError(DropReason.BAD_FIELD, what)
-        parts.append(range(first, first + count) if step else repeat(first, count))
-        total += count
-    if total != n:
-        raise BodyError(DropReason.BAD_FIELD, what)
-    return parts[0] if len(parts) == 1 else chain.from_iterable(parts)
-
-
-_FAST_ENTRY = _SETTERS is not None
-_ENTRY_NEW = object.__new__
-
-
-def _entries_from_columns(
-    h: list[Any], blob: bytes, first_index: int
-) -> tuple[tuple[Entry, ...], EntryBatch | None]:
-    """The entries of an AppendEntries body, and the same in column form (core/batch.py;
-    the runs as decoded, each checked above) for the log to keep."""
-    n, terms, kinds, cids, seqs, ts, lens = h
-    if type(n) is not int or not 0 <= n <= MAX_BLOBS:
-        raise BodyError(DropReason.BAD_FIELD, "entries.count")
-    if first_index + n > MAX_U63:
-        raise BodyError(DropReason.BAD_FIELD, "entries.index")
-    c_term = _runs(terms, n, _is_u63, "entries.term")
-    c_kind = _runs(kinds, n, _is_kind, "entries.kind")
-    c_cid = _runs(cids, n, _is_cid, "entries.client_id")
-    c_seq = _seqs(seqs, n, "entries.seq")
-    c_ts = _runs(ts, n, _is_u63, "entries.ts_ms")
-    c_len = list(_runs(lens, n, _is_len, "entries.data_len"))
-    ends = list(accumulate(c_len))
-    if (ends[-1] if ends else 0) != len(blob):
-        raise BodyError(DropReason.BAD_FIELD, "entries.data_total")
-    c_data = map(blob.__getitem__, map(slice, chain((0,), ends), ends))
-    c_kind_enum = map(_KINDS.__getitem__, c_kind)
-    indices = range(first_index, first_index + n)
-    max_len = max(c_len) if n else 0
-    # With a large payload the batch keeps no blob (it would hold the whole body in memory
-    # beside the entries' own copies): the cold columns then take payloads from the entries.
-    small = max_len < REF_MIN
-    batch = EntryBatch(first_index, n, terms, kinds, cids, seqs, ts, blob=blob if small else b"",
-                       ends=ends if small else (), max_len=max_len) if n else None
-    if not _FAST_ENTRY or _SETTERS is None:
-        return tuple(map(Entry, indices, c_term, c_data, c_kind_enum, c_cid, c_seq, c_ts)), batch
-    out = list(map(_ENTRY_NEW, repeat(Entry, n)))
-    s_index, s_term, s_data, s_kind, s_client, s_seq, s_ts = _SETTERS
-    run: Callable[[Iterable[Any]], None] = deque(maxlen=0).extend
-    run(map(s_index, out, indices))
-    run(map(s_term, out, c_term))
-    run(map(s_data, out, c_data))
-    run(map(s_kind, out, c_kind_enum))
-    run(map(s_client, out, c_cid))
-    run(map(s_seq, out, c_seq))
-    run(map(s_ts, out, c_ts))
-    return tuple(out), batch
-
-
-def _dec_append(h: Any, blob: bytes, sender: str, dst: str) -> WireMessage:
-    _shape(h, 11, "AppendEntries")
-    term, prev_index, prev_term, commit = h[:4]
-    _int(term, "term")
-    _int(prev_index, "prev_index")
-    _int(prev_term, "prev_term")
-    _int(commit, "commit")
-    entries, batch = _entries_from_columns(h[4:], blob, prev_index + 1)
-    return cm.AppendEntries(sender, dst, term, prev_index, prev_term, entries, commit, batch)
 
 
 def _request_codec(mtype: MsgType, kind: ClientKind) -> Codec:

@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 import orjson
 
-from udpraft.wire.bodies import BY_CLASS, BY_CODE, BodyError
+from udpraft.wire.bodies import BY_CLASS, BY_CODE
 from udpraft.wire.envelope import (
     BODY_LEN,
     FLAG_INNER,
@@ -40,6 +40,7 @@ from udpraft.wire.envelope import (
     WireContext,
     id_bytes,
 )
+from udpraft.wire.fields import BodyError
 from udpraft.wire.messages import (
     REQUEST_TYPES,
     RESPONSE_TYPES,

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 from udpraft.core.messages import AppendEntries
 from udpraft.core.types import Entry
-from udpraft.wire.bodies import MAX_FRAGMENTS
 from udpraft.wire.envelope import (
     BODY_LEN,
     HEADER_SIZE,
@@ -26,9 +25,10 @@ from udpraft.wire.envelope import (
     MessageTooLarge,
     WireContext,
 )
+from udpraft.wire.fields import MAX_FRAGMENTS
 from udpraft.wire.messages import Fragment
 
-# What one entry adds to the AppendEntries columns (bodies.py) at worst, when it starts a
+# What one entry adds to the AppendEntries columns (append.py) at worst, when it starts a
 # new run in every column: term, ts_ms "19 digits,1," (22 each), seq "19 digits,1,1," (24),
 # kind "k,1," (4), length "10 digits,1," (13), client id: its JSON string (<= 2 + 6 bytes
 # per character, worst case \u00XX escapes) ",1," -> 85 + 6 per character. A run that
