@@ -32,6 +32,8 @@ from udpraft.core.types import Entry
 
 
 class EntryBatch:
+    """Entries ``first .. first + n - 1`` column by column (see the module doc)."""
+
     __slots__ = ("blob", "cids", "datas", "ends", "first", "kinds", "max_len", "n", "seqs",
                  "terms", "ts")
 
