@@ -13,13 +13,21 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from itertools import accumulate, chain, groupby, repeat
-from operator import attrgetter
 from typing import Any
 
 from udpraft.core import messages as cm
 from udpraft.core.batch import EntryBatch, cut_runs, cut_seqs
 from udpraft.core.columns import REF_MIN
-from udpraft.core.types import Entry
+from udpraft.core.types import (
+    ENTRY_CLIENT,
+    ENTRY_DATA,
+    ENTRY_INDEX,
+    ENTRY_KIND,
+    ENTRY_SEQ,
+    ENTRY_TERM,
+    ENTRY_TS,
+    Entry,
+)
 from udpraft.wire.envelope import MAX_U63, DropReason, EncodeError
 from udpraft.wire.fields import (
     _KINDS,
@@ -34,15 +42,8 @@ from udpraft.wire.fields import (
 )
 from udpraft.wire.messages import WireMessage
 
-_ENTRY_INDEX = attrgetter("index")
-_ENTRY_DATA = attrgetter("data")
-
-
-_E_TERM = attrgetter("term")
-_E_KIND = attrgetter("kind")
-_E_CID = attrgetter("client_id")
-_E_SEQ = attrgetter("seq")
-_E_TS = attrgetter("ts_ms")
+_ENTRY_INDEX, _ENTRY_DATA = ENTRY_INDEX, ENTRY_DATA
+_E_TERM, _E_KIND, _E_CID, _E_SEQ, _E_TS = ENTRY_TERM, ENTRY_KIND, ENTRY_CLIENT, ENTRY_SEQ, ENTRY_TS
 
 
 def _rle(col: Iterable[Any]) -> list[Any]:

@@ -68,7 +68,7 @@ from typing import Any
 import orjson
 
 from udpraft.core import messages as cm
-from udpraft.core.types import Entry
+from udpraft.core.types import ENTRY_DATA, Entry
 from udpraft.wire.append import _dec_append, _enc_append
 from udpraft.wire.envelope import MAX_U63, DropReason, EncodeError, MsgType
 from udpraft.wire.fields import (  # the bounds are part of this module's interface
@@ -130,8 +130,6 @@ RAFT_TYPES: dict[type, MsgType] = {
 _CLIENT_KINDS = frozenset(int(k) for k in ClientKind)
 _KIND_OF = {int(k): k for k in ClientKind}
 _ENTRY_ROW = attrgetter("term", "kind", "client_id", "seq", "ts_ms")
-_ENTRY_INDEX = attrgetter("index")
-_ENTRY_DATA = attrgetter("data")
 
 
 def _entries_from_rows(
@@ -193,7 +191,7 @@ def entries_to_wire(entries: Sequence[Entry]) -> tuple[list[Any], tuple[bytes, .
     payloads in ``blobs``; :func:`entries_from_wire` reverses it with full validation.
     """
     rows = [[e.index, *_ENTRY_ROW(e)] for e in entries]
-    return rows, tuple(map(_ENTRY_DATA, entries))
+    return rows, tuple(map(ENTRY_DATA, entries))
 
 
 def entries_from_wire(rows: Any, blobs: Sequence[bytes]) -> tuple[Entry, ...] | None:
