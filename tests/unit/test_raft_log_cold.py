@@ -299,3 +299,20 @@ def test_take_bytes_edges() -> None:
     assert log_mod._take_bytes(ents, 0, 8, 41, have=True) == []
     assert log_mod._take_bytes(ents, 0, 8, 0) == ents[:1]  # at least one
     assert log_mod._take_bytes(ents, 2, 8, 10_000) == ents[2:]
+
+
+def test_compaction_keeps_the_batches_of_the_entries_after_it() -> None:
+    log = RaftLog(hot_entries=3)
+    ents = [mk(i, 1, i) for i in range(1, 11)]
+    batch = EntryBatch.of(ents)
+    log.append_new(ents, batch)
+    got = log.take_unstable()
+    log.stable_to(got[-1].index, got[-1].term)
+    log.commit_to(10)
+    log.applied_to(log.take_committed(4)[-1].index)
+    log.compact(3)
+    pieces = log.batch_pieces(4, 10)
+    assert pieces is not None and [(b is batch, off, n) for b, off, n in pieces] == [(True, 3, 7)]
+    _settle(log)  # everything applied: entries 4..7 freeze from the batch
+    assert log.slice(4, 11) == ents[3:]
+    assert log.batch_pieces(8, 10) is not None

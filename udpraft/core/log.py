@@ -306,7 +306,11 @@ class RaftLog:
 
     def _drop_through(self, index: int, term: int) -> None:
         """Forget entries ``<= index`` (which is in the log); ``index`` becomes the offset."""
-        self._srcs.clear()
+        srcs = self._srcs  # the entries after ``index`` stay as they are, and so do their batches
+        while srcs and srcs[0].hi <= index:
+            srcs.popleft()
+        if srcs and srcs[0].lo <= index:
+            srcs[0].lo = index + 1
         if index >= self._base:
             del self._entries[1 : index - self._base + 1]
             self._cold = ColdEntries(index + 1)
@@ -325,10 +329,10 @@ class RaftLog:
         is discarded. Either way everything up to ``index`` counts as committed and applied.
         """
         keep = self.term(index) == term
-        self._srcs.clear()
         if keep:
             self._drop_through(index, term)
         else:
+            self._srcs.clear()
             self._cold = ColdEntries(index + 1)
             self._base = index
             self._entries = [Entry(index, term)]
