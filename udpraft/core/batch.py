@@ -123,25 +123,17 @@ def expand(runs: list[Any], off: int, cnt: int) -> Iterator[Any]:
     """The values at positions ``off .. off + cnt - 1`` of ``[value, count, ...]`` runs."""
     if len(runs) == 2:
         return repeat(runs[0], cnt)
-    return chain.from_iterable(repeat(v, c) for v, c in _cut(runs[::2], runs[1::2], off, cnt))
+    cut = cut_runs(runs, off, cnt)
+    return chain.from_iterable(map(repeat, cut[::2], cut[1::2]))
 
 
 def expand_seqs(triples: list[int], off: int, cnt: int) -> Iterator[int]:
     """The values at positions ``off .. off + cnt - 1`` of ``[first, step, count, ...]``."""
-    parts: list[Iterable[int]] = []
-    pos = 0
-    for i in range(0, len(triples), 3):
-        first, step, count = triples[i : i + 3]
-        lo, hi = max(off, pos), min(off + cnt, pos + count)
-        if lo < hi:
-            if step:
-                parts.append(range(first + lo - pos, first + hi - pos))
-            else:
-                parts.append(repeat(first, hi - lo))
-        pos += count
-        if pos >= off + cnt:
-            break
-    return chain.from_iterable(parts)
+    cut = cut_seqs(triples, off, cnt)
+    return chain.from_iterable(
+        range(first, first + count) if step else repeat(first, count)
+        for first, step, count in zip(cut[::3], cut[1::3], cut[2::3])
+    )
 
 
 def _cut(values: list[Any], counts: list[int], off: int, cnt: int) -> Iterator[tuple[Any, int]]:

@@ -27,7 +27,7 @@ import mmap
 import struct
 import sys
 from array import array
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from itertools import chain
 from operator import sub
 
@@ -52,6 +52,13 @@ def _le(a: array[int]) -> bytes:
     return a.tobytes()
 
 
+def _cid_columns(ids: Iterable[str]) -> tuple[bytes, bytes]:
+    """The client-id length column and blob of a run (each distinct id encoded once)."""
+    seen: dict[str, bytes] = {}
+    raw = [seen[c] if c in seen else seen.setdefault(c, c.encode("utf-8")) for c in ids]
+    return _le(array("H", map(len, raw))), b"".join(raw)
+
+
 def encode_run(entries: Sequence[Entry]) -> bytes:
     """The run payload for consecutive ``entries`` (at least one). Raises ValueError,
     OverflowError or TypeError for a value the format cannot hold (the caller re-checks
@@ -59,14 +66,7 @@ def encode_run(entries: Sequence[Entry]) -> bytes:
     n = len(entries)
     ids = list(map(et.ENTRY_CLIENT, entries))
     datas = list(map(et.ENTRY_DATA, entries))
-    if ids.count("") == n:
-        cid_lens = bytes(2 * n)
-        cid_blob = b""
-    else:
-        seen: dict[str, bytes] = {}
-        raw = [seen[c] if c in seen else seen.setdefault(c, c.encode("utf-8")) for c in ids]
-        cid_lens = _le(array("H", map(len, raw)))
-        cid_blob = b"".join(raw)
+    cid_lens, cid_blob = (bytes(2 * n), b"") if ids.count("") == n else _cid_columns(ids)
     return b"".join((
         RUN_HEADER.pack(RUN_TAG, entries[0].index, n),
         _le(array("Q", map(et.ENTRY_TERM, entries))),
@@ -88,14 +88,9 @@ def encode_run_batch(b: EntryBatch, off: int, entries: Sequence[Entry]) -> bytes
     n = len(entries)
     cids = b.cids
     if len(cids) == 2 and cids[0] == "":
-        cid_lens = bytes(2 * n)
-        cid_blob = b""
+        cid_lens, cid_blob = bytes(2 * n), b""
     else:
-        seen: dict[str, bytes] = {}
-        raw = [seen[c] if c in seen else seen.setdefault(c, c.encode("utf-8"))
-               for c in expand(cids, off, n)]
-        cid_lens = _le(array("H", map(len, raw)))
-        cid_blob = b"".join(raw)
+        cid_lens, cid_blob = _cid_columns(expand(cids, off, n))
     datas: Sequence[bytes | memoryview]
     if b.datas is not None:
         datas = b.datas[off : off + n]
