@@ -248,10 +248,15 @@ def test_the_leaders_batch_endpoint_answers_each_forwarded_write() -> None:
     serve(body)
 
 
-def test_a_follower_gathers_writes_while_a_forward_is_in_flight() -> None:
+def test_a_follower_gathers_writes_while_a_forward_is_in_flight(
+        monkeypatch: pytest.MonkeyPatch) -> None:
     """The first write goes to the leader at once; the writes that arrive while it is in
     flight travel together in the next batch (FORWARD_LINGER_S), each answered on its own."""
     from udpraft.kv import server as kv_server
+
+    # A longer linger than the real 1 ms: five loop turns on a busy CI machine can take
+    # more than 1 ms, which split the batch (seen [1, 4, 1] once). Same mechanism.
+    monkeypatch.setattr(kv_server, "FORWARD_LINGER_S", 0.2)
 
     async def body(s: aiohttp.ClientSession, url: str, node: KVNode, rt: FakeRuntime) -> None:
         seen: list[int] = []
@@ -280,6 +285,9 @@ def test_a_follower_gathers_writes_while_a_forward_is_in_flight() -> None:
             for i in range(5):  # one per loop turn, as separate HTTP requests would come
                 rest.append(asyncio.create_task(node.forward_command(b'["P","b","%d",0,0]' % i, "n2", dl)))
                 await asyncio.sleep(0)
+            end = time.monotonic() + 5
+            while len(seen) < 2 and time.monotonic() < end:
+                await asyncio.sleep(0.01)
             await asyncio.sleep(0.05)
             assert seen == [1, 5], "gathered into one batch while the first was in flight"
             release.set()
