@@ -106,6 +106,29 @@ def test_endpoint_delivers_each_request_and_coalesces_answers() -> None:
     assert ep.datagrams_to_send(0.0) == []
 
 
+def test_held_answers_leave_before_datagrams_queued_earlier() -> None:
+    """A flush sends the client answers it holds first: a message queued to a peer before
+    them (a commit notice) goes after them, and per destination the order is kept."""
+    ep: ReliableEndpoint[tuple[str, int]] = ReliableEndpoint(NODE)
+    ep.receive_datagram(encode(ClientBatch((_req(1),)), MUX, msg_id=1), ADDR, 0.0)
+    peer = ("127.0.0.1", 6000)
+    ep.send(peer, _req(7, "p"), False, 0.0)  # queued first, to another address
+    ep.send(peer, _req(8, "p"), False, 0.0)
+    for i in (1, 2):
+        ep.send(ADDR, _resp(i), False, 0.0)
+    out = ep.datagrams_to_send(0.0)
+    assert [a for _, a in out] == [ADDR, peer, peer]
+    assert [r.req_id for r in _responses(_msg(out[0][0]))] == [1, 2]
+    assert [_msg(d).req_id for d, _ in out[1:]] == [7, 8]
+    # datagrams queued before and after an answer was held: the answer still goes first
+    ep.send(peer, _req(9, "p"), False, 0.0)
+    ep.send(ADDR, _resp(3, (b"blob",)), False, 0.0)  # held, alone (it carries a blob)
+    ep.send(peer, _req(10, "p"), False, 0.0)
+    out = ep.datagrams_to_send(0.0)
+    assert [a for _, a in out] == [ADDR, peer, peer]
+    assert [_msg(d).req_id for d, _ in out] == [3, 9, 10]
+
+
 def test_endpoint_splits_answers_that_do_not_fit_one_datagram() -> None:
     ep: ReliableEndpoint[tuple[str, int]] = ReliableEndpoint(NODE)
     ep.receive_datagram(encode(ClientBatch((_req(1),)), MUX, msg_id=1), ADDR, 0.0)

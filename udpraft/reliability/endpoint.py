@@ -511,14 +511,25 @@ class ReliableEndpoint(Generic[A]):
     # ------------------------------------------------------------------ output and timers
 
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, A]]:
-        """Everything ready to go out: due ACKs first, then queued datagrams."""
+        """Everything ready to go out: due ACKs first, then the client responses held for
+        this flush, then the other queued datagrams (in the order they were queued).
+
+        Responses go before the rest because loopback (and any fast link) delivers a
+        datagram inside ``sendto`` and wakes its receiver there: a client answered first
+        gets a CPU before the followers woken by the same flush's commit notices start
+        applying (64 clients x 8 in flight on 2 cores: the answer otherwise waited ~1.4 ms
+        for both followers' apply)."""
         out: list[tuple[bytes, A]] = self._flush_acks(now) if self._acks else []
+        outbox = self._outbox
         if self._responses:
+            queued = len(outbox)
             for addr in list(self._responses):
                 self._flush_responses_to(addr, now)
-        if self._outbox:
-            out.extend(self._outbox)
-            self._outbox.clear()
+            if queued:
+                outbox.rotate(-queued)  # the responses just queued to the front
+        if outbox:
+            out.extend(outbox)
+            outbox.clear()
             self._outbox_bytes = 0
         return out
 
