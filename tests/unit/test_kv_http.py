@@ -22,6 +22,7 @@ from udpraft.kv.http import KV_NODE
 from udpraft.kv.machine import KVMachine
 from udpraft.kv.server import KVNode, kv_app_factory
 from udpraft.service.logservice import Outcome
+from udpraft.wire import AppForward, AppForwardResp
 
 
 def b(s: str) -> str:
@@ -48,6 +49,13 @@ class FakeRuntime:
         self.app: KVMachine | None = None
         self.index = 0
         self.proposals: list[bytes] = []
+        self.sent: list[tuple[str, AppForward | AppForwardResp]] = []  # send_to_node
+        self.send_ok = True
+
+    def send_to_node(self, node_id: str, msg: AppForward | AppForwardResp) -> bool:
+        if self.send_ok:
+            self.sent.append((node_id, msg))
+        return self.send_ok
 
     def propose_app(self, cmd: bytes) -> asyncio.Future[Outcome]:
         assert self.app is not None
@@ -231,19 +239,36 @@ def test_linearizable_reads_share_read_index_requests(monkeypatch: pytest.Monkey
     serve(body)
 
 
-def test_the_leaders_batch_endpoint_answers_each_forwarded_write() -> None:
+def test_the_leader_answers_each_forwarded_write(monkeypatch: pytest.MonkeyPatch) -> None:
+    from udpraft.kv import server as kv_server
+
     async def body(s: aiohttp.ClientSession, url: str, node: KVNode, rt: FakeRuntime) -> None:
-        batch = b'[["P","a","1",0,0],["P","a","2",0,1],["G",5,10],["V",77]]'
-        st, r = await post(s, url, "/udpraft/kv/propose", batch)
-        assert st == 200 and len(r) == 4
+        cmds = (b'["P","a","1",0,0]', b'["P","a","2",0,1]', b'["G",5,10]', b'["V",77]',
+                b"x" * 70_000, b"not json")
+        node._on_forward("n2", AppForward(9, cmds))
+        await asyncio.sleep(0.01)
+        ((to, m),) = rt.sent
+        assert to == "n2" and isinstance(m, AppForwardResp) and (m.req_id, m.first) == (9, 0)
+        r: list[Any] = [json.loads(x) if x is not None else None for x in m.results]
         assert r[0] == {"header": {"revision": "2"}}
         assert r[1]["prev_kv"]["value"] == b("1") and r[2]["ID"] == "5"
         assert r[3]["code"] == 5  # each command fails or succeeds on its own
+        assert r[4]["error"] == "etcdserver: request is too large" and r[5]["code"] == 3
+        assert len(rt.proposals) == 5  # the large one was not proposed
+        # answers larger than FORWARD_ANSWER_BYTES come in parts, in order
+        monkeypatch.setattr(kv_server, "FORWARD_ANSWER_BYTES", 60)
+        rt.sent.clear()
+        node._on_forward("n2", AppForward(10, tuple(b'["P","k%d","v",0,0]' % i for i in range(5))))
+        await asyncio.sleep(0.01)
+        parts = [m for _, m in rt.sent if isinstance(m, AppForwardResp)]
+        assert len(parts) == len(rt.sent) > 1
+        assert [m.first for m in parts] == [sum(len(p.results) for p in parts[:i]) for i in range(len(parts))]
+        assert sum(len(m.results) for m in parts) == 5
         rt.raft.role = Role.FOLLOWER  # not the leader any more: nothing proposed, retry
-        st, r = await post(s, url, "/udpraft/kv/propose", b'[["P","b","1",0,0]]')
-        assert st == 200 and r == [None]
-        st, r = await post(s, url, "/udpraft/kv/propose", b'{"x": 1}')
-        assert st == 400
+        rt.sent.clear()
+        node._on_forward("n2", AppForward(11, (b'["P","b","1",0,0]',)))
+        await asyncio.sleep(0.01)
+        assert rt.sent == [("n2", AppForwardResp(11, 0, (None,)))]
 
     serve(body)
 
@@ -259,45 +284,73 @@ def test_a_follower_gathers_writes_while_a_forward_is_in_flight(
     monkeypatch.setattr(kv_server, "FORWARD_LINGER_S", 0.2)
 
     async def body(s: aiohttp.ClientSession, url: str, node: KVNode, rt: FakeRuntime) -> None:
-        seen: list[int] = []
-        release = asyncio.Event()
+        def answer(m: AppForward) -> None:  # in two parts when it can
+            results = tuple(b'{"header":{"revision":"%d"}}' % (i + 1) for i in range(len(m.cmds)))
+            node._on_forward_answer("n2", AppForwardResp(m.req_id, 0, results[:2]))
+            if len(results) > 2:
+                node._on_forward_answer("n2", AppForwardResp(m.req_id, 2, results[2:]))
 
-        async def propose(request: web.Request) -> web.Response:
-            cmds = json.loads(await request.read())
-            seen.append(len(cmds))
-            if len(seen) == 1:
-                await release.wait()  # keep the first batch in flight
-            return web.json_response([{"header": {"revision": str(i + 1)}} for i in range(len(cmds))])
+        rt.raft.role, rt.raft.leader = Role.FOLLOWER, "n2"
+        dl = time.monotonic() + 5
+        first = asyncio.create_task(node.forward_command(b'["P","a","1",0,0]', "n2", dl))
+        while not rt.sent:
+            await asyncio.sleep(0.001)
+        rest = []
+        for i in range(5):  # one per loop turn, as separate HTTP requests would come
+            rest.append(asyncio.create_task(node.forward_command(b'["P","b","%d",0,0]' % i, "n2", dl)))
+            await asyncio.sleep(0)
+        end = time.monotonic() + 5
+        while len(rt.sent) < 2 and time.monotonic() < end:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)
+        sent = [m for _, m in rt.sent if isinstance(m, AppForward)]
+        assert len(sent) == len(rt.sent)
+        assert [len(m.cmds) for m in sent] == [1, 5], "gathered into one batch while the first was in flight"
+        for m in sent:
+            answer(m)
+        answers = await asyncio.gather(first, *rest)
+        assert all(r is not None and r.status == 200 for r in answers)
+        revs = [json.loads(r.body)["header"]["revision"] for r in answers[1:]]  # type: ignore[arg-type]
+        assert revs == ["1", "2", "3", "4", "5"]  # each its own answer, from either part
+        assert node._fwd_in_flight == {"n2": 0} and node._fwd_calls == {}
+        # nothing in flight: the next write leaves at once, alone
+        again = asyncio.create_task(node.forward_command(b'["P","c","1",0,0]', "n2", time.monotonic() + 5))
+        while len(rt.sent) < 3:
+            await asyncio.sleep(0.001)
+        third = rt.sent[2][1]
+        assert isinstance(third, AppForward) and len(third.cmds) == 1
+        answer(third)
+        r = await again
+        assert r is not None and r.status == 200
 
-        leader_app = web.Application()
-        leader_app.router.add_post(kv_server.PROPOSE_PATH, propose)
-        leader = TestServer(leader_app)
-        await leader.start_server()
-        try:
-            addr = ("127.0.0.1", leader.port or 0)
-            rt.cluster = ClusterConfig("unit", (NodeAddr("n1", addr, addr), NodeAddr("n2", addr, addr)))
-            rt.raft.role, rt.raft.leader = Role.FOLLOWER, "n2"
-            dl = time.monotonic() + 5
-            first = asyncio.create_task(node.forward_command(b'["P","a","1",0,0]', "n2", dl))
-            while not seen:
-                await asyncio.sleep(0.001)
-            rest = []
-            for i in range(5):  # one per loop turn, as separate HTTP requests would come
-                rest.append(asyncio.create_task(node.forward_command(b'["P","b","%d",0,0]' % i, "n2", dl)))
-                await asyncio.sleep(0)
-            end = time.monotonic() + 5
-            while len(seen) < 2 and time.monotonic() < end:
-                await asyncio.sleep(0.01)
-            await asyncio.sleep(0.05)
-            assert seen == [1, 5], "gathered into one batch while the first was in flight"
-            release.set()
-            answers = await asyncio.gather(first, *rest)
-            assert all(r is not None and r.status == 200 for r in answers)
-            assert node._fwd_in_flight == {"n2": 0}
-            # nothing in flight: the next write leaves at once, alone
-            again = await node.forward_command(b'["P","c","1",0,0]', "n2", time.monotonic() + 5)
-            assert again is not None and again.status == 200 and seen == [1, 5, 1]
-        finally:
-            await leader.close()
+    serve(body)
+
+
+def test_forward_answers_that_are_not_ours_and_forwards_that_fail() -> None:
+    async def body(s: aiohttp.ClientSession, url: str, node: KVNode, rt: FakeRuntime) -> None:
+        rt.raft.role, rt.raft.leader = Role.FOLLOWER, "n2"
+        task = asyncio.create_task(node.forward_command(b'["P","a","1",0,0]', "n2", time.monotonic() + 5))
+        while not rt.sent:
+            await asyncio.sleep(0.001)
+        m = rt.sent[0][1]
+        assert isinstance(m, AppForward)
+        ok = b'{"header":{"revision":"7"}}'
+        node._on_forward_answer("n1", AppForwardResp(m.req_id, 0, (ok,)))  # wrong sender
+        node._on_forward_answer("n2", AppForwardResp(m.req_id + 1, 0, (ok,)))  # unknown call
+        node._on_forward_answer("n2", AppForwardResp(m.req_id, 1, (ok,)))  # past its end
+        assert node.counters["forward_answers_unknown"] == 3 and not task.done()
+        node._on_forward_answer("n2", AppForwardResp(m.req_id, 0, (b"[1]",)))  # not an answer
+        r = await task
+        assert r is not None and r.status == 503  # it may have applied: unavailable, not retried
+        # not sent at all (no route to the leader): None, so the write is retried, here until
+        # its deadline passes
+        rt.send_ok = False
+        r = await node.forward_command(b'["P","a","2",0,0]', "n2", time.monotonic() + 5)
+        assert r is None
+        # sent, never answered: unavailable once the wait ends
+        rt.send_ok = True
+        node.timeout_s = 0.05
+        r = await node.forward_command(b'["P","a","3",0,0]', "n2", time.monotonic() + 5)
+        assert r is not None and r.status == 503 and node._fwd_calls == {}
 
     serve(body)

@@ -26,6 +26,8 @@ from udpraft.wire import (
     HARD_MAX_DATAGRAM,
     RAFT_TYPES,
     Ack,
+    AppForward,
+    AppForwardResp,
     ClientKind,
     ClientRequest,
     ClientResponse,
@@ -125,6 +127,11 @@ RESPONSES = st.builds(
 FORWARDS = st.builds(
     Forward, client_host=st.text(max_size=40), client_port=st.integers(0, 65535), request=REQUESTS
 )
+APP_FORWARDS = st.builds(AppForward, req_id=U63, cmds=BLOBS)
+APP_FORWARD_RESPS = st.builds(
+    AppForwardResp, req_id=U63, first=st.integers(0, 2**20),
+    results=st.lists(st.none() | st.binary(max_size=40), max_size=6).map(tuple),
+)
 ACKS = st.builds(
     Ack,
     incarnation=st.integers(1, 2**63 - 1),
@@ -151,6 +158,8 @@ STRATEGIES.update(
     ClientRequest=REQUESTS,
     ClientResponse=RESPONSES,
     Forward=FORWARDS,
+    AppForward=APP_FORWARDS,
+    AppForwardResp=APP_FORWARD_RESPS,
     Ack=ACKS,
     Fragment=fragments(),
 )
@@ -433,6 +442,17 @@ BAD_FIELDS = [
     (MsgType.CLIENT_SUBMIT_RESP, [1, 1, {}, "", []], DropReason.BAD_FIELD),
     (MsgType.FORWARD, ["h", 70000, 0, 1, "c", {}, []], DropReason.BAD_FIELD),
     (MsgType.FORWARD, ["h", 1, 9, 1, "c", {}, []], DropReason.BAD_FIELD),
+    (MsgType.APP_FORWARD, [1, [2]], DropReason.BAD_FIELD),  # declares 2 bytes, has none
+    (MsgType.APP_FORWARD, [1, [-1]], DropReason.BAD_FIELD),  # None is for results only
+    (MsgType.APP_FORWARD, [-1, []], DropReason.BAD_FIELD),
+    (MsgType.APP_FORWARD, [1], DropReason.BAD_BODY),
+    (MsgType.APP_FORWARD_RESP, [1, 0, [-2]], DropReason.BAD_FIELD),
+    (MsgType.APP_FORWARD_RESP, [1, 0, [True]], DropReason.BAD_FIELD),
+    (MsgType.APP_FORWARD_RESP, [1, 0, [-1, 4]], DropReason.BAD_FIELD),  # 4 bytes missing
+    (MsgType.APP_FORWARD_RESP, [1, 0, 5], DropReason.BAD_BODY),
+    (MsgType.APP_FORWARD_RESP, ["x", 0, []], DropReason.BAD_FIELD),
+    (MsgType.APP_FORWARD_RESP, [1, -1, []], DropReason.BAD_FIELD),
+    (MsgType.APP_FORWARD_RESP, [1, []], DropReason.BAD_BODY),
     (MsgType.ACK, [1, [5, 4]], DropReason.BAD_FIELD),
     (MsgType.ACK, [0, [1, 1]], DropReason.BAD_FIELD),
     (MsgType.ACK, [1, [1]], DropReason.BAD_BODY),

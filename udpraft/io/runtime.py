@@ -42,6 +42,7 @@ from udpraft.core.raft import RaftNode
 from udpraft.core.ready import Config, ReadState, Ready, Role
 from udpraft.core.sessions import Verdict
 from udpraft.core.types import Entry
+from udpraft.io.appforward import AppForwarding
 from udpraft.io.clients import ClientHandling
 from udpraft.io.disk import DiskThread
 from udpraft.io.faults import FaultHook
@@ -54,6 +55,8 @@ from udpraft.reliability.endpoint import ReliableEndpoint
 from udpraft.service.logservice import Application, LogService, Outcome
 from udpraft.storage.base import LogStore
 from udpraft.wire import (
+    AppForward,
+    AppForwardResp,
     ClientKind,
     ClientRequest,
     ClientResponse,
@@ -90,7 +93,7 @@ MAX_READS = 50_000
 ANSWER_CHUNK = 256
 
 
-class NodeRuntime(ClientHandling, LocalProposals):
+class NodeRuntime(ClientHandling, LocalProposals, AppForwarding):
     def __init__(
         self,
         node_id: str,
@@ -169,6 +172,8 @@ class NodeRuntime(ClientHandling, LocalProposals):
         self._ep_timer: asyncio.TimerHandle | None = None
         self._stopping = False
         self.on_event: Callable[[str, dict[str, Any]], None] | None = None
+        self.on_app_forward: Callable[[str, AppForward], None] | None = None  # appforward.py
+        self.on_app_forward_resp: Callable[[str, AppForwardResp], None] | None = None
         self.events: deque[dict[str, Any]] = deque(maxlen=200)  # role/term changes, for views
         self.link_out: Counter[str] = Counter()  # Raft messages sent, per peer
         self.link_in: Counter[str] = Counter()  # Raft messages received, per peer
@@ -234,6 +239,8 @@ class NodeRuntime(ClientHandling, LocalProposals):
                     self.counters["drop_forward_from_stranger"] += 1
                     continue
                 self._on_client(m.request, (m.client_host, m.client_port), forwarded=True)
+            elif type(m) is AppForward or type(m) is AppForwardResp:
+                self._on_app_forward(d.sender, m)
             elif isinstance(m, SnapshotChunk | SnapshotAck):  # [snapshots]
                 if d.sender not in self.addr_of or self.snapper is None:
                     self.counters["drop_snapshot_msg"] += 1

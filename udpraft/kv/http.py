@@ -44,7 +44,7 @@ from udpraft.kv.parse import (
     validate,
     watch_request,
 )
-from udpraft.kv.server import PROPOSE_PATH, KVNode, error_response, json_response
+from udpraft.kv.server import KVNode, error_response, json_response
 from udpraft.kv.types import (
     LeaseGrantReq,
     RangeReq,
@@ -372,18 +372,6 @@ async def _write_watch(
 # ================================================================== maintenance
 
 
-async def propose_batch(request: web.Request) -> web.Response:
-    """Followers' batched writes (``KVNode.forward_command``); not part of etcd's API."""
-    raw = await request.read()
-    try:
-        cmds = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        cmds = None
-    if not isinstance(cmds, list) or not all(isinstance(c, list) and c for c in cmds):
-        return json_response(KvError(errors.INVALID_ARGUMENT, "udpraft: bad batch").body(), 400)
-    return json_response(await _node(request).propose_batch(cmds))
-
-
 async def maintenance_status(request: web.Request) -> web.Response:
     raw = await request.read()
     try:
@@ -411,4 +399,3 @@ def mount(app: web.Application, node: KVNode) -> None:
     r.add_post("/v3/kv/lease/leases", lease_leases)
     r.add_post("/v3/watch", watch)
     r.add_post("/v3/maintenance/status", maintenance_status)
-    r.add_post(PROPOSE_PATH, propose_batch)

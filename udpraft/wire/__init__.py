@@ -37,6 +37,8 @@ from udpraft.wire.envelope import (
 from udpraft.wire.fields import MAX_ACK_RANGES, MAX_FRAGMENTS
 from udpraft.wire.messages import (
     Ack,
+    AppForward,
+    AppForwardResp,
     ClientBatch,
     ClientKind,
     ClientRequest,
@@ -64,6 +66,8 @@ __all__ = [
     "MAX_FRAGMENTS",
     "RAFT_TYPES",
     "Ack",
+    "AppForward",
+    "AppForwardResp",
     "ClientBatch",
     "ClientKind",
     "ClientRequest",

@@ -32,6 +32,8 @@ layout's header against ~43 us for JSON rows plus base64 decoding.
     Fragment             [group_id, index, count, total_len] + chunk
     SnapshotChunk        [term, index, snap_term, offset, total, checksum] + data
     SnapshotAck          [term, index, snap_term, next_offset, status]
+    AppForward           [req_id, [cmd_len, ...]] + commands
+    AppForwardResp       [req_id, first, [result_len or -1 (None), ...]] + results
 
 Client kinds are carried by the message type (CLIENT_SUBMIT, CLIENT_SUBMIT_RESP, ...).
 Raft messages other than AppendEntries share one generic codec derived from their
@@ -77,6 +79,7 @@ from udpraft.wire.fields import (  # the bounds are part of this module's interf
     _SNAPSHOT_STATUS,
     MAX_ACK_RANGES,
     MAX_BATCH_MESSAGES,
+    MAX_BLOBS,
     MAX_CHECKSUM_CHARS,
     MAX_CLIENT_ID_CHARS,
     MAX_FRAGMENT_TOTAL,
@@ -99,6 +102,8 @@ from udpraft.wire.messages import (
     REQUEST_TYPES,
     RESPONSE_TYPES,
     Ack,
+    AppForward,
+    AppForwardResp,
     ClientBatch,
     ClientKind,
     ClientRequest,
@@ -475,6 +480,41 @@ def _dec_snapshot_ack(h: Any, blob: bytes, sender: str, dst: str) -> WireMessage
     return SnapshotAck(term, index, snap_term, next_offset, _SNAPSHOT_STATUS[status])
 
 
+def _enc_app_forward(m: AppForward) -> tuple[bytes, Sequence[bytes]]:
+    parts = _blob_parts(m.cmds, "AppForward")
+    return _dumps((m.req_id, list(map(len, parts))), "AppForward"), parts
+
+
+def _dec_app_forward(h: Any, blob: bytes, sender: str, dst: str) -> WireMessage:
+    req_id, lens = _shape(h, 2, "AppForward")
+    return AppForward(_int(req_id, "req_id"), _split_blobs(lens, blob, "AppForward"))
+
+
+def _enc_app_forward_resp(m: AppForwardResp) -> tuple[bytes, Sequence[bytes]]:
+    parts = _blob_parts([r for r in m.results if r is not None], "AppForwardResp")
+    lens = [-1 if r is None else len(r) for r in m.results]
+    return _dumps((m.req_id, m.first, lens), "AppForwardResp"), parts
+
+
+def _dec_app_forward_resp(h: Any, blob: bytes, sender: str, dst: str) -> WireMessage:
+    req_id, first, lens = _shape(h, 3, "AppForwardResp")
+    if type(lens) is not list or len(lens) > MAX_BLOBS:
+        raise BodyError(DropReason.BAD_BODY, "AppForwardResp.results")
+    out: list[bytes | None] = []
+    pos = 0
+    for n in lens:
+        if type(n) is not int or n < -1:
+            raise BodyError(DropReason.BAD_FIELD, "AppForwardResp.result_len")
+        if n == -1:
+            out.append(None)
+            continue
+        out.append(blob[pos : pos + n])
+        pos += n
+    if pos != len(blob):
+        raise BodyError(DropReason.BAD_FIELD, "AppForwardResp.blob_total")
+    return AppForwardResp(_int(req_id, "req_id"), _int(first, "first"), tuple(out))
+
+
 def _build_codecs() -> tuple[dict[type, Codec], dict[int, Codec]]:
     by_cls: dict[type, Codec] = {}
     for cls, mtype in RAFT_TYPES.items():
@@ -493,6 +533,10 @@ def _build_codecs() -> tuple[dict[type, Codec], dict[int, Codec]]:
         MsgType.SNAPSHOT_CHUNK, False, _enc_snapshot_chunk, _dec_snapshot_chunk
     )
     by_cls[SnapshotAck] = Codec(MsgType.SNAPSHOT_ACK, False, _enc_snapshot_ack, _dec_snapshot_ack)
+    by_cls[AppForward] = Codec(MsgType.APP_FORWARD, False, _enc_app_forward, _dec_app_forward)
+    by_cls[AppForwardResp] = Codec(
+        MsgType.APP_FORWARD_RESP, False, _enc_app_forward_resp, _dec_app_forward_resp
+    )
     by_code = {c.mtype.value: c for c in by_cls.values()}
     for kind, mtype in REQUEST_TYPES.items():
         by_code[mtype.value] = _request_codec(mtype, kind)

@@ -108,6 +108,9 @@ class MsgType(IntEnum):
     CLIENT_BATCH = 72  # requests of several client sessions sharing one socket
     CLIENT_BATCH_RESP = 73  # answers to several requests sent to one client address
     FORWARD = 80
+    # node to node, beside Raft: a follower's application commands for the leader (KV)
+    APP_FORWARD = 82
+    APP_FORWARD_RESP = 83
     # snapshot transfer (leader -> lagging follower, beside Raft's InstallSnapshot)
     SNAPSHOT_CHUNK = 96
     SNAPSHOT_ACK = 97

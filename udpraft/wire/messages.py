@@ -161,7 +161,30 @@ class SnapshotAck:
     status: SnapshotStatus
 
 
+@dataclass(frozen=True, slots=True)
+class AppForward:
+    """A follower hands application commands (its KV writes) to the leader to propose.
+
+    Node to node only, sent reliably. The leader answers with :class:`AppForwardResp`
+    carrying the same ``req_id``, one result per command, in order.
+    """
+
+    req_id: int
+    cmds: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class AppForwardResp:
+    """Results of commands ``first``, ``first + 1``, ... of request ``req_id`` (a large
+    answer comes in several parts): what the application's apply returned, or None when
+    the command was not proposed (the node does not lead now): nothing happened, retry."""
+
+    req_id: int
+    first: int
+    results: tuple[bytes | None, ...]
+
+
 WireMessage = (
     Message | Ack | Fragment | ClientRequest | ClientResponse | Forward | SnapshotChunk | SnapshotAck
-    | ClientBatch | ClientResponses
+    | ClientBatch | ClientResponses | AppForward | AppForwardResp
 )
