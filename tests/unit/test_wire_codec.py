@@ -575,9 +575,11 @@ def test_dump_header() -> None:
 
 @pytest.mark.parametrize("payload", [10, 3_900, 4_200, 40_000])
 def test_both_macs_authenticate_and_reject_a_flip(payload: int) -> None:
-    # Small datagrams carry a BLAKE2b tag, from LARGE_SIGNED bytes on an HMAC-SHA256 one.
+    # Small datagrams carry a keyed BLAKE2b tag, from LARGE_SIGNED bytes on a keyed BLAKE3
+    # one (keys derived from the secret), computed here independently of the envelope.
     import hashlib
-    import hmac
+
+    import blake3
 
     from udpraft.wire.envelope import LARGE_SIGNED, TAG_SIZE
 
@@ -585,10 +587,13 @@ def test_both_macs_authenticate_and_reject_a_flip(payload: int) -> None:
     msg = cm.AppendEntries("n1", "n2", 1, 0, 0, tuple(ents), 0)
     data = encode(msg, N1, msg_id=9)
     assert isinstance(decode(data, N2), Decoded)
-    signed = data[:-TAG_SIZE]
-    hkey = hashlib.blake2b(SECRET, digest_size=32, person=b"udpraft/hmac/v1").digest()
-    is_hmac = hmac.digest(hkey, signed, "sha256")[:TAG_SIZE] == data[-TAG_SIZE:]
-    assert is_hmac == (len(signed) >= LARGE_SIGNED)
+    signed, tag = data[:-TAG_SIZE], data[-TAG_SIZE:]
+    key3 = hashlib.blake2b(SECRET, digest_size=32, person=b"udpraft/b3/v2").digest()
+    small = hashlib.blake2b(signed, key=SECRET, digest_size=TAG_SIZE, person=b"udpraft/wire/v1")
+    if len(signed) >= LARGE_SIGNED:
+        assert tag == blake3.blake3(signed, key=key3).digest(TAG_SIZE) != small.digest()
+    else:
+        assert tag == small.digest() != blake3.blake3(signed, key=key3).digest(TAG_SIZE)
     for pos in (HEADER_SIZE + 2, len(data) // 2, len(data) - 1):
         bad = bytearray(data)
         bad[pos] ^= 0x10
