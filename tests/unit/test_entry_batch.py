@@ -149,3 +149,30 @@ def test_cold_columns_keep_large_payloads_in_any_mix(chunks: list[list[int]], cu
         assert c.entries(1, cut) == ents[: cut - 1]
     finally:
         columns_mod.REF_MIN = saved
+
+
+ENTRY_ROWS = st.lists(st.tuples(
+    st.integers(0, 2**63 - 1), st.integers(0, 2**63 - 1), st.binary(max_size=20),
+    st.sampled_from(list(EntryKind)), st.text(max_size=6), st.integers(0, 2**63 - 1),
+    st.integers(0, 2**63 - 1),
+), max_size=30)
+
+
+@settings(max_examples=200, deadline=None)
+@given(rows=ENTRY_ROWS)
+def test_build_entries_from_columns_equals_the_constructor(
+        rows: list[tuple[int, int, bytes, EntryKind, str, int, int]]) -> None:
+    want = [Entry(*r) for r in rows]
+    cols = list(zip(*rows)) if rows else [()] * 7
+    got = columns_mod.build_entries(len(rows), *map(iter, cols))
+    assert got == want and all(type(e) is Entry for e in got)
+    # every field set (a frozen dataclass compares all of them, but say it plainly)
+    assert [tuple(getattr(e, f) for f in columns_mod._FIELDS) for e in got] == rows
+
+
+def test_build_entries_falls_back_to_the_constructor(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(columns_mod, "_SLOT_SETTERS", None)
+    got = columns_mod.build_entries(2, [1, 2], [3, 3], [b"a", b"b"], [EntryKind.NORMAL] * 2,
+                                    ["", "c"], [0, 5], [7, 7])
+    assert got[0] == Entry(1, 3, b"a", EntryKind.NORMAL, "", 0, 7)
+    assert got[1] == Entry(2, 3, b"b", EntryKind.NORMAL, "c", 5, 7)

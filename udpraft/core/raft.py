@@ -25,10 +25,12 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Sequence
+from itertools import repeat
 from typing import Any
 
 from udpraft.core.batch import EntryBatch
 from udpraft.core.columns import _build as new_entry
+from udpraft.core.columns import build_entries
 from udpraft.core.election import Elections
 from udpraft.core.errors import InvalidRequest, NotLeader, ProposalDropped
 from udpraft.core.log import RaftLog
@@ -195,10 +197,11 @@ class RaftNode(Elections, Replication, Reads):
         first = self.log.last_index() + 1
         ts = self._timestamp()
         term = self.term
-        new, normal = new_entry, EntryKind.NORMAL
+        normal = EntryKind.NORMAL
         datas = tuple(datas)  # the batch keeps them: a caller's list may change later
         self.log.append_new(
-            [new(i, term, d, normal, "", 0, ts) for i, d in zip(range(first, first + n), datas)],
+            build_entries(n, range(first, first + n), repeat(term, n), datas, repeat(normal, n),
+                          repeat("", n), repeat(0, n), repeat(ts, n)),
             EntryBatch.uniform(first, term, normal, "", 0, ts, datas),
         )
         self._need_bcast = True

@@ -10,14 +10,13 @@ handing the decoded columns to the log as an ``EntryBatch``.
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from itertools import accumulate, chain, groupby, repeat
 from typing import Any
 
 from udpraft.core import messages as cm
 from udpraft.core.batch import EntryBatch, cut_runs, cut_seqs
-from udpraft.core.columns import REF_MIN
+from udpraft.core.columns import REF_MIN, build_entries
 from udpraft.core.types import (
     ENTRY_CLIENT,
     ENTRY_DATA,
@@ -31,7 +30,6 @@ from udpraft.core.types import (
 from udpraft.wire.envelope import MAX_U63, DropReason, EncodeError
 from udpraft.wire.fields import (
     _KINDS,
-    _SETTERS,
     MAX_BLOBS,
     MAX_CLIENT_ID_CHARS,
     MAX_FRAGMENT_TOTAL,
@@ -190,10 +188,6 @@ def _seqs(flat: Any, n: int, what: str) -> Iterable[int]:
     return parts[0] if len(parts) == 1 else chain.from_iterable(parts)
 
 
-_FAST_ENTRY = _SETTERS is not None
-_ENTRY_NEW = object.__new__
-
-
 def _entries_from_columns(
     h: list[Any], blob: bytes, first_index: int
 ) -> tuple[tuple[Entry, ...], EntryBatch | None]:
@@ -222,19 +216,8 @@ def _entries_from_columns(
     small = max_len < REF_MIN
     batch = EntryBatch(first_index, n, terms, kinds, cids, seqs, ts, blob=blob if small else b"",
                        ends=ends if small else (), max_len=max_len) if n else None
-    if not _FAST_ENTRY or _SETTERS is None:
-        return tuple(map(Entry, indices, c_term, c_data, c_kind_enum, c_cid, c_seq, c_ts)), batch
-    out = list(map(_ENTRY_NEW, repeat(Entry, n)))
-    s_index, s_term, s_data, s_kind, s_client, s_seq, s_ts = _SETTERS
-    run: Callable[[Iterable[Any]], None] = deque(maxlen=0).extend
-    run(map(s_index, out, indices))
-    run(map(s_term, out, c_term))
-    run(map(s_data, out, c_data))
-    run(map(s_kind, out, c_kind_enum))
-    run(map(s_client, out, c_cid))
-    run(map(s_seq, out, c_seq))
-    run(map(s_ts, out, c_ts))
-    return tuple(out), batch
+    entries = build_entries(n, indices, c_term, c_data, c_kind_enum, c_cid, c_seq, c_ts)
+    return tuple(entries), batch
 
 
 def _dec_append(h: Any, blob: bytes, sender: str, dst: str) -> WireMessage:
