@@ -25,7 +25,7 @@ after it is built.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from itertools import chain, repeat
+from itertools import chain, groupby, repeat
 from typing import Any
 
 from udpraft.core.types import Entry
@@ -66,32 +66,48 @@ class EntryBatch:
     @classmethod
     def of(cls, entries: Sequence[Entry]) -> EntryBatch:
         """The batch of consecutive ``entries`` (at least one), column by column."""
-        def rle(values: Iterable[Any]) -> list[Any]:
-            out: list[Any] = []
-            for v in values:
-                if out and out[-2] == v and type(out[-2]) is type(v):
-                    out[-1] += 1
-                else:
-                    out += [v, 1]
-            return out
-
-        seqs: list[int] = []
-        for e in entries:
-            s = e.seq
-            if seqs:
-                f, step, c = seqs[-3:]
-                if c == 1 and s in (f, f + 1):
-                    seqs[-2:] = [s - f, 2]
-                    continue
-                if c > 1 and s == f + step * c:
-                    seqs[-1] += 1
-                    continue
-            seqs += [s, 0, 1]
         datas = tuple(e.data for e in entries)
-        return cls(entries[0].index, len(entries), rle(e.term for e in entries),
-                   rle(int(e.kind) for e in entries), rle(e.client_id for e in entries),
-                   seqs, rle(e.ts_ms for e in entries), datas=datas,
-                   max_len=max(map(len, datas)))
+        return cls(entries[0].index, len(entries), runs_of(e.term for e in entries),
+                   runs_of(int(e.kind) for e in entries), runs_of(e.client_id for e in entries),
+                   seq_runs_of([e.seq for e in entries]), runs_of(e.ts_ms for e in entries),
+                   datas=datas, max_len=max(map(len, datas)))
+
+
+def runs_of(col: Iterable[Any]) -> list[Any]:
+    """``[value, count, ...]`` of consecutive equal values."""
+    vals = list(col)
+    if vals and vals.count(vals[0]) == len(vals):  # one run (a batch): C speed
+        return [vals[0], len(vals)]
+    out: list[Any] = []
+    for v, g in groupby(vals):
+        out.append(v)
+        out.append(len(list(g)))
+    return out
+
+
+def seq_runs_of(seqs: list[int]) -> list[int]:
+    """``[first, step, count, ...]``: runs of equal (step 0) or consecutive (step 1) seqs."""
+    n = len(seqs)
+    first = seqs[0] if n else 0
+    if seqs.count(first) == n:  # the common cases at C speed: all alike (no client) ...
+        return [first, 0, n] if n else []
+    if seqs == list(range(first, first + n)):  # ... or one client's consecutive requests
+        return [first, 1, n]
+    out: list[int] = []
+    i = 0
+    while i < n:
+        first = seqs[i]
+        j = i + 1
+        if j < n and seqs[j] == first + 1:
+            while j < n and seqs[j] == seqs[j - 1] + 1:
+                j += 1
+            out += (first, 1, j - i)
+        else:
+            while j < n and seqs[j] == first:
+                j += 1
+            out += (first, 0, j - i)
+        i = j
+    return out
 
 
 def cut_runs(runs: list[Any], off: int, cnt: int) -> list[Any]:

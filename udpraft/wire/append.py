@@ -1,7 +1,7 @@
 """The AppendEntries body: entry fields as columns of runs, and the payloads back to back.
 
 How this works (layout in bodies.py's docstring): the encoder run-length codes each column
-(``_rle``, ``_seq_runs``) or, when the message carries the batch the leader appended the
+(``runs_of``, ``seq_runs_of`` in core/batch.py) or, when the message carries the batch the leader appended the
 entries with (core/batch.py), cuts the batch's runs; the encoding of the last entry batch
 is kept (``_APPEND_CACHE``) and reused for every follower. The decoder validates each run
 (``_runs``, ``_seqs``) and builds the entries column by column through the slot setters,
@@ -11,11 +11,11 @@ handing the decoded columns to the log as an ``EntryBatch``.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from itertools import accumulate, chain, groupby, repeat
+from itertools import accumulate, chain, repeat
 from typing import Any
 
 from udpraft.core import messages as cm
-from udpraft.core.batch import EntryBatch, cut_runs, cut_seqs
+from udpraft.core.batch import EntryBatch, cut_runs, cut_seqs, runs_of, seq_runs_of
 from udpraft.core.columns import REF_MIN, build_entries
 from udpraft.core.types import (
     ENTRY_CLIENT,
@@ -42,43 +42,6 @@ from udpraft.wire.messages import WireMessage
 
 _ENTRY_INDEX, _ENTRY_DATA = ENTRY_INDEX, ENTRY_DATA
 _E_TERM, _E_KIND, _E_CID, _E_SEQ, _E_TS = ENTRY_TERM, ENTRY_KIND, ENTRY_CLIENT, ENTRY_SEQ, ENTRY_TS
-
-
-def _rle(col: Iterable[Any]) -> list[Any]:
-    """``[value, count, ...]`` of consecutive equal values."""
-    vals = list(col)
-    if vals and vals.count(vals[0]) == len(vals):  # one run (a batch): C speed
-        return [vals[0], len(vals)]
-    out: list[Any] = []
-    for v, g in groupby(vals):
-        out.append(v)
-        out.append(len(list(g)))
-    return out
-
-
-def _seq_runs(seqs: list[int]) -> list[int]:
-    """``[first, step, count, ...]``: runs of equal (step 0) or consecutive (step 1) seqs."""
-    n = len(seqs)
-    first = seqs[0] if n else 0
-    if seqs.count(first) == n:  # the common cases at C speed: all alike (no client) ...
-        return [first, 0, n] if n else []
-    if seqs == list(range(first, first + n)):  # ... or one client's consecutive requests
-        return [first, 1, n]
-    out: list[int] = []
-    i = 0
-    while i < n:
-        first = seqs[i]
-        j = i + 1
-        if j < n and seqs[j] == first + 1:
-            while j < n and seqs[j] == seqs[j - 1] + 1:
-                j += 1
-            out += (first, 1, j - i)
-        else:
-            while j < n and seqs[j] == first:
-                j += 1
-            out += (first, 0, j - i)
-        i = j
-    return out
 
 
 class _AppendCache:
@@ -117,7 +80,7 @@ def _enc_append(msg: cm.AppendEntries) -> tuple[bytes, Sequence[bytes]]:
                 raise EncodeError("AppendEntries: entry data must be bytes")
             cols = (
                 n, cut_runs(b.terms, off, n), cut_runs(b.kinds, off, n), cut_runs(b.cids, off, n),
-                cut_seqs(b.seqs, off, n), cut_runs(b.ts, off, n), _rle(map(len, datas)),
+                cut_seqs(b.seqs, off, n), cut_runs(b.ts, off, n), runs_of(map(len, datas)),
             )
         else:
             if list(map(_ENTRY_INDEX, es)) != list(range(first, first + n)):
@@ -126,9 +89,9 @@ def _enc_append(msg: cm.AppendEntries) -> tuple[bytes, Sequence[bytes]]:
             if set(map(type, datas)) != {bytes}:
                 raise EncodeError("AppendEntries: entry data must be bytes")
             cols = (
-                n, _rle(map(_E_TERM, es)), _rle(map(int, map(_E_KIND, es))),
-                _rle(map(_E_CID, es)), _seq_runs(list(map(_E_SEQ, es))), _rle(map(_E_TS, es)),
-                _rle(map(len, datas)),
+                n, runs_of(map(_E_TERM, es)), runs_of(map(int, map(_E_KIND, es))),
+                runs_of(map(_E_CID, es)), seq_runs_of(list(map(_E_SEQ, es))), runs_of(map(_E_TS, es)),
+                runs_of(map(len, datas)),
             )
         enc = _dumps(cols, "AppendEntries")
         c.entries, c.cols, c.payload = tuple(es), enc[1:-1], b"".join(datas)
