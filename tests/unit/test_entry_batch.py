@@ -176,3 +176,35 @@ def test_build_entries_falls_back_to_the_constructor(monkeypatch: pytest.MonkeyP
                                     ["", "c"], [0, 5], [7, 7])
     assert got[0] == Entry(1, 3, b"a", EntryKind.NORMAL, "", 0, 7)
     assert got[1] == Entry(2, 3, b"b", EntryKind.NORMAL, "c", 5, 7)
+
+
+PROPOSALS = st.lists(st.tuples(
+    st.binary(max_size=12), st.sampled_from(["", "a", "b", "c-1"]), st.integers(0, 6),
+), min_size=1, max_size=40)
+
+
+@settings(max_examples=150, deadline=None)
+@given(items=PROPOSALS)
+def test_propose_batch_appends_a_batch_that_describes_its_entries(
+        items: list[tuple[bytes, str, int]]) -> None:
+    """The batch a leader's propose_batch hands the log (client ids and seqs as runs) says
+    exactly what its entries say, field by field, and encodes the same AppendEntries."""
+    from tests.helpers.raftkit import log_entries, make_leader
+    from udpraft.core.batch import expand
+
+    n = make_leader()
+    first = n.propose_batch(items)
+    got = [e for e in log_entries(n) if e.index >= first]
+    assert [(e.data, e.client_id, e.seq) for e in got] == items
+    b = n.log.batch_of(first, first + len(items) - 1)
+    assert b is not None and (b.first, b.n) == (first, len(items))
+    cnt = len(items)
+    assert list(expand(b.terms, 0, cnt)) == [e.term for e in got]
+    assert list(expand(b.kinds, 0, cnt)) == [int(e.kind) for e in got]
+    assert list(expand(b.cids, 0, cnt)) == [e.client_id for e in got]
+    assert list(expand_seqs(b.seqs, 0, cnt)) == [e.seq for e in got]
+    assert list(expand(b.ts, 0, cnt)) == [e.ts_ms for e in got]
+    assert b.datas is not None and list(b.datas) == [e.data for e in got]
+    # and it is the batch EntryBatch.of computes from the entries
+    ref = EntryBatch.of(got)
+    assert (b.terms, b.kinds, b.cids, b.seqs, b.ts) == (ref.terms, ref.kinds, ref.cids, ref.seqs, ref.ts)
