@@ -257,3 +257,82 @@ def test_apply_all_of_plain_entries() -> None:
     assert svc.applied_index == 100 and not svc.hidden
     with pytest.raises(AssertionError, match="out of order"):
         svc.apply_all([Entry(101, 1, b"x"), Entry(103, 1, b"gap")])
+
+
+def run_workload(seed: int, n: int = 1500) -> list[Entry]:
+    """Plain session submits as pipelining clients send them: requests of 1-12 consecutive
+    seqs proposed together (one timestamp, one term), interleaved, with retries of whole
+    or partial requests, requests that skip ahead, seq 1 opening a session inside a run,
+    unknown sessions, idle gaps long enough to expire sessions, term changes mid-request,
+    and plain session-less entries between them."""
+    rng = random.Random(seed)
+    out: list[Entry] = []
+    nxt = {f"c{i}": 1 for i in range(4)}
+    ts, term = 1_000, 1
+    while len(out) < n:
+        r = rng.random()
+        ts += rng.choice([0, 0, 0, 1, 5, 30]) + (200 if rng.random() < 0.01 else 0)  # > TTL
+        if r < 0.03:
+            term += 1
+        cid = rng.choice(sorted(nxt))
+        if rng.random() < 0.03:  # the client starts a new session (as after an expiry)
+            del nxt[cid]
+            cid = f"{cid}+"
+            nxt[cid] = 1
+        k = rng.randrange(1, 13)
+        if r < 0.15 and nxt[cid] > 1:  # a retry, maybe partial, maybe overlapping new seqs
+            s0 = rng.randrange(max(1, nxt[cid] - 8), nxt[cid])
+        elif r < 0.16 and nxt[cid] > 20:  # a retry so late it fell below the window
+            s0 = nxt[cid] - 20
+        elif r < 0.18:
+            cid, s0 = f"ghost{len(out)}", rng.choice([1, 3])
+        elif r < 0.22:
+            s0 = nxt[cid] + rng.randrange(1, 12)  # skipped ahead (earlier seqs still to come)
+        elif r < 0.25:
+            cid, s0 = f"new{len(out)}", 1  # a session opened by a run from seq 1
+        else:
+            s0 = nxt.get(cid, 1)
+        if cid in nxt:
+            nxt[cid] = max(nxt[cid], s0 + k)
+        split = rng.randrange(0, k) if rng.random() < 0.1 else -1  # the term changes inside
+        for j in range(k):
+            t = term + (1 if split >= 0 and j >= split else 0)
+            out.append(Entry(0, t, b"p", EntryKind.NORMAL, cid, s0 + j, ts))
+        if split >= 0:
+            term += 1
+        for _ in range(rng.choice([0, 0, 0, 1, 3])):
+            out.append(Entry(0, term, b"q", ts_ms=ts))
+    return [Entry(i + 1, e.term, e.data, e.kind, e.client_id, e.seq, e.ts_ms)
+            for i, e in enumerate(out)]
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_session_runs_apply_exactly_as_entry_by_entry(seed: int) -> None:
+    """Pipelining clients' requests (runs of consecutive seqs) through apply_all and
+    apply_quietly: outcomes and state match apply() entry by entry after every chunk, for
+    any chunking, with a small window (16) and TTL (100 ms) so refusals, duplicates, trims,
+    sweeps and expiries all happen."""
+    entries = run_workload(seed)
+    rng = random.Random(seed)
+
+    def svc() -> LogService:
+        return LogService(session_window=16, session_ttl_ms=100)
+
+    a, b, c = svc(), svc(), svc()
+    want: list[Outcome | None] = []
+    got: list[Outcome | None] = []
+    i = 0
+    while i < len(entries):
+        k = rng.choice([1, 2, 7, 40, 300])
+        chunk = entries[i : i + k]
+        want.extend(a.apply(e) for e in chunk)
+        got.extend(b.apply_all(chunk))
+        c.apply_quietly(chunk)
+        i += k
+        for x in (b, c):  # the same state after every chunk, not just at the end
+            assert x.applied_index == a.applied_index == min(i, len(entries))
+            assert x.snapshot() == a.snapshot() and x.hidden == a.hidden
+            assert (x.duplicates, x.expired) == (a.duplicates, a.expired)
+    assert got == want
+    verdicts = {o.verdict for o in want if o is not None}
+    assert verdicts == {Verdict.APPLY, Verdict.DUPLICATE, Verdict.EXPIRED}  # all exercised
