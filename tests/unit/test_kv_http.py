@@ -347,10 +347,22 @@ def test_forward_answers_that_are_not_ours_and_forwards_that_fail() -> None:
         rt.send_ok = False
         r = await node.forward_command(b'["P","a","2",0,0]', "n2", time.monotonic() + 5)
         assert r is None
-        # sent, never answered: unavailable once the wait ends
+        # sent, and the leader it went to is replaced before it answers: "leader changed"
+        # at once (its answer may never come), not at the deadline, and not retried here
         rt.send_ok = True
+        task = asyncio.create_task(node.forward_command(b'["P","a","4",0,0]', "n2", time.monotonic() + 5))
+        await asyncio.sleep(0.15)
+        assert not task.done()  # still waiting: same leader, same term
+        t0 = time.monotonic()
+        rt.raft.term += 1
+        r = await task
+        assert time.monotonic() - t0 < 1.0 and r is not None and r.status == 503
+        assert json.loads(r.body)["error"] == "etcdserver: leader changed"  # type: ignore[arg-type]
+        assert node.counters["forward_leader_changed"] == 1
+        # sent, never answered: unavailable once the wait ends
         node.timeout_s = 0.05
         r = await node.forward_command(b'["P","a","3",0,0]', "n2", time.monotonic() + 5)
         assert r is not None and r.status == 503 and node._fwd_calls == {}
+        assert json.loads(r.body)["error"] != "etcdserver: leader changed"  # type: ignore[arg-type]
 
     serve(body)

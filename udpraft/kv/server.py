@@ -57,6 +57,7 @@ FORWARD_HEADER = "X-Udpraft-Forwarded"
 FORWARD_BATCH_MAX = 256  # writes per AppForward to the leader
 FORWARD_BATCH_BYTES = 256 * 1024  # command bytes per AppForward (one write may be more)
 FORWARD_ANSWER_BYTES = 256 * 1024  # answer bytes per AppForwardResp part
+FORWARD_CHECK_S = 0.1  # while waiting for the leader's answer: has the leader changed?
 # While a batch to the leader is in flight, the next one gathers writes this long (not just
 # one loop turn): fewer, larger forwards (~5 -> ~10 writes each under 50 clients).
 FORWARD_LINGER_S = 0.001
@@ -112,7 +113,7 @@ class KVNode:
         self.stream_wakers: set[Callable[[], None]] = set()  # open watch streams
         self.counters: dict[str, int] = {
             "forwarded": 0, "proposed": 0, "timeouts": 0, "expired": 0,
-            "forward_answers_unknown": 0, "forward_answers_unsent": 0,
+            "forward_answers_unknown": 0, "forward_answers_unsent": 0, "forward_leader_changed": 0,
         }
         self.machine.lease_listeners.append(self._on_lease)
 
@@ -237,16 +238,35 @@ class KVNode:
         req_id = self._fwd_ids
         self._fwd_calls[req_id] = (leader, futs)
         self._fwd_in_flight[leader] = self._fwd_in_flight.get(leader, 0) + 1
-        sent = False
+        raft = self.rt.raft
+        term = raft.term
+        sent = changed = False
         try:
             self.counters["forwarded"] += len(batch)
             sent = self.rt.send_to_node(leader, AppForward(req_id, tuple(cmd for cmd, _ in batch)))
-            if sent:
-                await asyncio.wait(futs, timeout=self.timeout_s + 1.0)
+            loop = asyncio.get_running_loop()
+            end = loop.time() + self.timeout_s + 1.0
+            pending: Any = futs
+            while sent and pending:
+                left = end - loop.time()
+                if left <= 0:
+                    break
+                _, pending = await asyncio.wait(pending, timeout=min(FORWARD_CHECK_S, left))
+                if pending and (raft.term != term or raft.leader != leader):
+                    # The leader it went to was replaced: its answer may never come (a
+                    # crashed leader forgets the request). Say so now rather than at the
+                    # deadline; the write may have been proposed, so not "retry" (None).
+                    changed = True
+                    break
         finally:
             self._fwd_calls.pop(req_id, None)
             self._fwd_in_flight[leader] -= 1
-        late = self._unavailable().body() if sent else None
+        late: Any = None
+        if changed:
+            self.counters["forward_leader_changed"] += 1
+            late = errors.err(errors.LEADER_CHANGED).body()
+        elif sent:
+            late = self._unavailable().body()
         for f in futs:
             if not f.done():
                 f.set_result(late)
