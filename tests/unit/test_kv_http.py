@@ -57,7 +57,7 @@ class FakeRuntime:
             self.sent.append((node_id, msg))
         return self.send_ok
 
-    def propose_app(self, cmd: bytes) -> asyncio.Future[Outcome]:
+    def propose_app(self, cmd: bytes, timeout_s: float = 30.0) -> asyncio.Future[Outcome]:
         assert self.app is not None
         self.proposals.append(cmd)
         self.index += 1
@@ -359,10 +359,11 @@ def test_forward_answers_that_are_not_ours_and_forwards_that_fail() -> None:
         assert time.monotonic() - t0 < 1.0 and r is not None and r.status == 503
         assert json.loads(r.body)["error"] == "etcdserver: leader changed"  # type: ignore[arg-type]
         assert node.counters["forward_leader_changed"] == 1
-        # sent, never answered: unavailable once the wait ends
-        node.timeout_s = 0.05
-        r = await node.forward_command(b'["P","a","3",0,0]', "n2", time.monotonic() + 5)
+        # sent, never answered: unavailable at the request's deadline
+        t0 = time.monotonic()
+        r = await node.forward_command(b'["P","a","3",0,0]', "n2", t0 + 0.3)
         assert r is not None and r.status == 503 and node._fwd_calls == {}
+        assert 0.25 < time.monotonic() - t0 < 1.5
         assert json.loads(r.body)["error"] != "etcdserver: leader changed"  # type: ignore[arg-type]
 
     serve(body)

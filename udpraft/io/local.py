@@ -96,9 +96,9 @@ class LocalProposals:
     def _kick(self) -> None:
         raise NotImplementedError
 
-    def propose_app(self, command: bytes) -> asyncio.Future[Outcome]:
+    def propose_app(self, command: bytes, timeout_s: float = 30.0) -> asyncio.Future[Outcome]:
         """Propose an application command (e.g. a KV operation); see propose_local."""
-        return self.propose_local(APP_PREFIX + command)
+        return self.propose_local(APP_PREFIX + command, timeout_s)
 
     def propose_local(self, data: bytes, timeout_s: float = 30.0) -> asyncio.Future[Outcome]:
         """Propose from inside this process; leader only.

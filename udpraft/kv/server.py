@@ -70,6 +70,11 @@ READ_ATTEMPT_S = 1.0  # one shared ReadIndex request; after this it counts as fa
 ETCD_VERSION = "3.4.23"
 
 
+# A write waiting to be forwarded: (command, its future, its request's deadline).
+_Fwd = tuple[bytes, "asyncio.Future[Any]", float]
+_PAST_DEADLINE: Any = object()  # a forwarded write's answer once its deadline passed
+
+
 def id64(text: str) -> int:
     """A stable etcd-style uint64 id (cluster, member) from a name."""
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big") or 1
@@ -103,7 +108,7 @@ class KVNode:
         self._read_next: asyncio.Future[None] | None = None
         self._read_busy = False
         self._read_gen = 0
-        self._fwd_pending: dict[str, list[tuple[bytes, asyncio.Future[Any]]]] = {}
+        self._fwd_pending: dict[str, list[_Fwd]] = {}
         self._fwd_in_flight: dict[str, int] = {}  # batches on their way, per leader
         self._fwd_ids = 0
         self._fwd_calls: dict[int, tuple[str, list[asyncio.Future[Any]]]] = {}  # by req_id
@@ -193,17 +198,15 @@ class KVNode:
         (one HTTP request per batch, not per write). None: it was not proposed, retry."""
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[Any] = loop.create_future()
-        fut.add_done_callback(_consume)
         batch = self._fwd_pending.setdefault(leader, [])
-        batch.append((cmd, fut))
+        batch.append((cmd, fut, deadline))
         if len(batch) == 1:
             if self._fwd_in_flight.get(leader):
                 loop.call_later(FORWARD_LINGER_S, self._flush_forwards, leader)
             else:
                 loop.call_soon(self._flush_forwards, leader)
-        try:
-            res = await asyncio.wait_for(asyncio.shield(fut), max(0.01, deadline - time.monotonic()))
-        except TimeoutError:
+        res = await fut  # always answered, by its deadline at the latest (_send_batch)
+        if res is _PAST_DEADLINE:
             return error_response(self._unavailable())
         if res is None:
             return None
@@ -213,7 +216,7 @@ class KVNode:
 
     def _flush_forwards(self, leader: str) -> None:
         batch = self._fwd_pending.pop(leader, [])
-        part: list[tuple[bytes, asyncio.Future[Any]]] = []
+        part: list[_Fwd] = []
         size = 0
         for item in batch:
             if part and (len(part) >= FORWARD_BATCH_MAX or size + len(item[0]) > FORWARD_BATCH_BYTES):
@@ -229,35 +232,38 @@ class KVNode:
         self._tasks.add(task)  # held until done (the loop keeps only weak references)
         task.add_done_callback(self._tasks.discard)
 
-    async def _send_batch(self, leader: str, batch: list[tuple[bytes, asyncio.Future[Any]]]) -> None:
+    async def _send_batch(self, leader: str, batch: list[_Fwd]) -> None:
         """One AppForward to the leader over the nodes' UDP endpoint; each write's future
-        gets its answer as it arrives (``_on_forward_answer``). Not sent: None (retry is
-        safe). Sent, no answer in time: "unavailable" (it may have been applied)."""
-        futs = [f for _, f in batch]
+        gets its answer as it arrives (``_on_forward_answer``), or at its own deadline
+        ``_PAST_DEADLINE`` ("unavailable": it may have been applied). Not sent: None (retry
+        is safe). The leader replaced meanwhile: "leader changed" at once (below)."""
+        futs = [f for _, f, _ in batch]
         self._fwd_ids += 1
         req_id = self._fwd_ids
         self._fwd_calls[req_id] = (leader, futs)
         self._fwd_in_flight[leader] = self._fwd_in_flight.get(leader, 0) + 1
         raft = self.rt.raft
         term = raft.term
-        sent = changed = False
+        changed = False
         try:
             self.counters["forwarded"] += len(batch)
-            sent = self.rt.send_to_node(leader, AppForward(req_id, tuple(cmd for cmd, _ in batch)))
-            loop = asyncio.get_running_loop()
-            end = loop.time() + self.timeout_s + 1.0
-            pending: Any = futs
-            while sent and pending:
-                left = end - loop.time()
-                if left <= 0:
+            sent = self.rt.send_to_node(leader, AppForward(req_id, tuple(cmd for cmd, _, _ in batch)))
+            while sent:
+                now = time.monotonic()
+                for _, f, dl in batch:
+                    if dl <= now and not f.done():
+                        f.set_result(_PAST_DEADLINE)
+                pending = [f for f in futs if not f.done()]
+                if not pending:
                     break
-                _, pending = await asyncio.wait(pending, timeout=min(FORWARD_CHECK_S, left))
-                if pending and (raft.term != term or raft.leader != leader):
+                if raft.term != term or raft.leader != leader:
                     # The leader it went to was replaced: its answer may never come (a
                     # crashed leader forgets the request). Say so now rather than at the
                     # deadline; the write may have been proposed, so not "retry" (None).
                     changed = True
                     break
+                nearest = min(dl for _, f, dl in batch if not f.done())
+                await asyncio.wait(pending, timeout=min(FORWARD_CHECK_S, max(0.001, nearest - now)))
         finally:
             self._fwd_calls.pop(req_id, None)
             self._fwd_in_flight[leader] -= 1
@@ -265,8 +271,6 @@ class KVNode:
         if changed:
             self.counters["forward_leader_changed"] += 1
             late = errors.err(errors.LEADER_CHANGED).body()
-        elif sent:
-            late = self._unavailable().body()
         for f in futs:
             if not f.done():
                 f.set_result(late)
@@ -346,17 +350,21 @@ class KVNode:
         return out
 
     async def propose(self, cmd: bytes, deadline: float) -> web.Response | None:
+        # The runtime fails the future at the deadline (swept every 100 ms): no
+        # asyncio.wait_for per request (a future, a timer and two callbacks each).
         try:
-            fut = self.rt.propose_app(cmd)
+            fut = self.rt.propose_app(cmd, max(0.0, deadline - time.monotonic()))
         except (NotLeader, ProposalDropped):
             return None
         self.counters["proposed"] += 1
         try:
-            out = await asyncio.wait_for(fut, max(0.0, deadline - time.monotonic()))
+            out = await fut
         except TimeoutError:
             return error_response(self._unavailable())
         except ProposalLost:
             return error_response(errors.err(errors.LEADER_CHANGED))
+        except RaftError:  # refused when it was to be appended (not leader, full): retry
+            return None
         return self.result_response(out.result)
 
     async def on_leader(
