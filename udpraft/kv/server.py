@@ -10,10 +10,11 @@ committed KV entry.
   then hands the command to the leader: the writes of one loop turn travel together in one
   AppForward message over the nodes' own authenticated, reliable UDP endpoint (not HTTP:
   ~1/6 of a follower's CPU went to aiohttp's client for these posts), and the leader
-  answers each with its apply result (or none: not proposed, safe to retry). Other leader-only calls (keepalive, TTLs)
-  forward the request body as is, at most ``MAX_HOPS`` times. No leader, or no quorum:
-  retry until the request deadline (``UDPRAFT_KV_TIMEOUT_S``, default 5 s), then answer
-  etcd's retryable 503 (code 14).
+  answers each with its apply result (or none: not proposed, safe to retry). A write whose
+  leader is replaced before it answers gets "leader changed" at once. Other leader-only
+  calls (keepalive, TTLs) forward the request body over HTTP as is, at most ``MAX_HOPS``
+  times. No leader, or no quorum: retry until the request deadline
+  (``UDPRAFT_KV_TIMEOUT_S``, default 5 s), then answer etcd's retryable 503 (code 14).
 - Reads: ReadIndex (``linearizable_read``) on whichever node was asked, then read locally;
   concurrent reads share one ReadIndex request. ``serializable: true`` skips it.
 - Leases: only the leader runs a clock. Each lease gets a monotonic deadline when granted,
@@ -195,7 +196,7 @@ class KVNode:
 
     async def forward_command(self, cmd: bytes, leader: str, deadline: float) -> web.Response | None:
         """Hand ``cmd`` to the leader with every other write forwarded in this loop turn
-        (one HTTP request per batch, not per write). None: it was not proposed, retry."""
+        (one AppForward per batch, not per write). None: it was not proposed, retry."""
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[Any] = loop.create_future()
         batch = self._fwd_pending.setdefault(leader, [])
