@@ -8,12 +8,12 @@ raise ``BodyError`` (never anything else) on bad input; encoders raise ``EncodeE
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import fields
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
 
+from udpraft.core.columns import _SLOT_SETTERS
 from udpraft.core.types import Entry, EntryKind
 from udpraft.wire.envelope import MAX_U63, DropReason, EncodeError
 from udpraft.wire.messages import SnapshotStatus
@@ -122,17 +122,8 @@ def _dumps(obj: Any, what: str) -> bytes:
 # ------------------------------------------------------------------------- entries
 
 
-def _fast_entry_setters() -> tuple[Callable[[Entry, Any], None], ...] | None:
-    """Slot setters for Entry, or None if Entry no longer has the shape we rely on."""
-    names = tuple(f.name for f in fields(Entry))
-    if names != ("index", "term", "data", "kind", "client_id", "seq", "ts_ms"):
-        return None
-    if hasattr(Entry, "__post_init__") or "__slots__" not in Entry.__dict__:
-        return None
-    return tuple(getattr(Entry, n).__set__ for n in names)
-
-
-_SETTERS = _fast_entry_setters()
+# Entry's slot setters (core/columns.py), or None if Entry's shape ever changes.
+_SETTERS = _SLOT_SETTERS
 
 
 def _no_setter(obj: Entry, value: Any) -> None:  # placeholder when _SETTERS is None
