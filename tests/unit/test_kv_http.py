@@ -240,7 +240,7 @@ def test_linearizable_reads_share_read_index_requests(monkeypatch: pytest.Monkey
 
 
 def test_the_leader_answers_each_forwarded_write(monkeypatch: pytest.MonkeyPatch) -> None:
-    from udpraft.kv import server as kv_server
+    from udpraft.kv import forwarding
 
     async def body(s: aiohttp.ClientSession, url: str, node: KVNode, rt: FakeRuntime) -> None:
         cmds = (b'["P","a","1",0,0]', b'["P","a","2",0,1]', b'["G",5,10]', b'["V",77]',
@@ -256,7 +256,7 @@ def test_the_leader_answers_each_forwarded_write(monkeypatch: pytest.MonkeyPatch
         assert r[4]["error"] == "etcdserver: request is too large" and r[5]["code"] == 3
         assert len(rt.proposals) == 5  # the large one was not proposed
         # answers larger than FORWARD_ANSWER_BYTES come in parts, in order
-        monkeypatch.setattr(kv_server, "FORWARD_ANSWER_BYTES", 60)
+        monkeypatch.setattr(forwarding, "FORWARD_ANSWER_BYTES", 60)
         rt.sent.clear()
         node._on_forward("n2", AppForward(10, tuple(b'["P","k%d","v",0,0]' % i for i in range(5))))
         await asyncio.sleep(0.01)
@@ -277,11 +277,11 @@ def test_a_follower_gathers_writes_while_a_forward_is_in_flight(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """The first write goes to the leader at once; the writes that arrive while it is in
     flight travel together in the next batch (FORWARD_LINGER_S), each answered on its own."""
-    from udpraft.kv import server as kv_server
+    from udpraft.kv import forwarding
 
     # A longer linger than the real 1 ms: five loop turns on a busy CI machine can take
     # more than 1 ms, which split the batch (seen [1, 4, 1] once). Same mechanism.
-    monkeypatch.setattr(kv_server, "FORWARD_LINGER_S", 0.2)
+    monkeypatch.setattr(forwarding, "FORWARD_LINGER_S", 0.2)
 
     async def body(s: aiohttp.ClientSession, url: str, node: KVNode, rt: FakeRuntime) -> None:
         def answer(m: AppForward) -> None:  # in two parts when it can
