@@ -4,14 +4,14 @@ Pure (no sockets, clocks, asyncio): time comes in as ``now`` (seconds). See endp
 for the protocol and the per-message-class policy.
 """
 
-from udpraft.reliability.dedupe import DedupeWindow, SenderTable
-from udpraft.reliability.endpoint import (
+from udpraft.reliability.config import (
     COUNTER_NAMES,
     Delivery,
     ReliabilityConfig,
-    ReliableEndpoint,
     reliable_by_default,
 )
+from udpraft.reliability.dedupe import DedupeWindow, SenderTable
+from udpraft.reliability.endpoint import ReliableEndpoint
 from udpraft.reliability.rtt import RttEstimator
 
 __all__ = [

@@ -64,19 +64,28 @@ send_queue_datagrams / send_queue_bytes for datagrams not yet taken by the IO la
 (``send_queue_full``; a reliable one is still retransmitted later); max_peers
 (``peers_full``); max_senders (``senders_evicted``); acks: max_ack_batches and
 pending_acks_per_peer (``ack_overflow``); the reassembler's own bounds (``reassembly_*``).
+The bounds (``ReliabilityConfig``), the per-peer state and the counter names are in
+config.py.
 """
 
 from __future__ import annotations
 
 import heapq
 from collections import OrderedDict, deque
-from collections.abc import Hashable
-from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Generic
 
-from udpraft.core.messages import MESSAGE_TYPES, AppendEntries
+from udpraft.core.messages import AppendEntries
 from udpraft.reliability import dedupe
 from udpraft.reliability.acks import acked_ids, to_ranges
+from udpraft.reliability.config import (
+    COUNTER_NAMES,
+    A,
+    AckBatch,
+    Delivery,
+    PeerState,
+    PendingSend,
+    ReliabilityConfig,
+)
 from udpraft.reliability.rtt import RttEstimator
 from udpraft.wire import (
     FLAG_ACK_REQUESTED,
@@ -86,7 +95,6 @@ from udpraft.wire import (
     ClientResponse,
     ClientResponses,
     Decoded,
-    DropReason,
     EncodedBody,
     EncodeError,
     Fragment,
@@ -101,108 +109,6 @@ from udpraft.wire import (
     split_into_fragments,
 )
 from udpraft.wire.envelope import id_bytes
-from udpraft.wire.fields import MAX_ACK_RANGES
-
-A = TypeVar("A", bound=Hashable)
-
-_RAFT_CLASSES = frozenset(MESSAGE_TYPES)
-
-
-def reliable_by_default(msg: WireMessage) -> bool:
-    """The documented policy: Raft messages unreliable, client traffic reliable."""
-    return type(msg) not in _RAFT_CLASSES
-
-
-@dataclass(frozen=True, slots=True)
-class ReliabilityConfig:
-    rto_s_initial: float = 0.2
-    rto_s_min: float = 0.02
-    rto_s_max: float = 2.0
-    max_retries: int = 6
-    clock_granularity_s: float = 0.001
-    window_msgs: int = 1024
-    backlog_msgs: int = 1024
-    reliable_bytes_max: int = 64 * 1024 * 1024
-    send_queue_datagrams: int = 8192
-    send_queue_bytes: int = 32 * 1024 * 1024
-    dedupe_window: int = 1024
-    max_senders: int = 4096
-    max_peers: int = 4096
-    retired_incarnations: int = 8
-    ack_delay_s: float = 0.0
-    ack_ranges_per_datagram: int = 256
-    pending_acks_per_peer: int = 4096
-    max_ack_batches: int = 4096
-    reassembly_max_bytes: int = 64 * 1024 * 1024
-    reassembly_max_messages: int = 64
-    reassembly_timeout_s: float = 10.0
-    max_batch_addrs: int = 4096
-    responses_per_datagram: int = 256
-
-    def __post_init__(self) -> None:
-        if not 0 < self.rto_s_min <= self.rto_s_max or self.rto_s_initial <= 0:
-            raise ValueError("need 0 < rto_s_min <= rto_s_max and rto_s_initial > 0")
-        if self.max_retries < 0 or self.ack_delay_s < 0:
-            raise ValueError("max_retries and ack_delay_s must be >= 0")
-        if not 1 <= self.window_msgs <= self.dedupe_window:
-            raise ValueError("need 1 <= window_msgs <= dedupe_window (see module doc)")
-        if not 1 <= self.ack_ranges_per_datagram <= MAX_ACK_RANGES:
-            raise ValueError(f"ack_ranges_per_datagram must be 1..{MAX_ACK_RANGES}")
-        if min(self.backlog_msgs, self.send_queue_datagrams, self.max_peers) < 1:
-            raise ValueError("queue bounds must be positive")
-
-
-@dataclass(frozen=True, slots=True)
-class Delivery(Generic[A]):
-    """A message handed to the application, once."""
-
-    msg: WireMessage
-    sender: str
-    incarnation: int
-    addr: A
-    msg_id: int
-    reliable: bool
-
-
-class _Pending:
-    __slots__ = ("data", "deadline_s", "first_sent_s", "transmissions")
-
-    def __init__(self, data: bytes, now: float, deadline_s: float) -> None:
-        self.data = data
-        self.first_sent_s = now
-        self.deadline_s = deadline_s
-        self.transmissions = 1
-
-
-class _Peer:
-    __slots__ = ("backlog", "next_rel", "next_unrel", "rtt", "unacked")
-
-    def __init__(self, first_id: int, rtt: RttEstimator) -> None:
-        self.next_rel = first_id
-        self.next_unrel = first_id
-        self.unacked: dict[int, _Pending] = {}  # insertion order = id order
-        self.backlog: deque[EncodedBody] = deque()
-        self.rtt = rtt
-
-
-class _AckBatch:
-    __slots__ = ("first_s", "ids")
-
-    def __init__(self, now: float) -> None:
-        self.first_s = now
-        self.ids: list[int] = []
-
-
-COUNTER_NAMES = (
-    "sent_unreliable", "sent_reliable", "retransmits", "gave_up", "acked", "rtt_samples",
-    "delivered", "duplicates", "replays", "stale_incarnation", "no_msg_id", "nested",
-    "send_queue_full", "backlog_full", "reliable_bytes_full", "peers_full", "peers_evicted",
-    "peers_forgotten", "split_append_entries", "fragmented", "fragments_sent",
-    "acks_sent", "ack_ids_sent", "ack_overflow", "ack_stale", "inner_dropped",
-    "client_batches_in", "client_batched_requests", "client_responses_out",
-    "client_responses_coalesced",
-    *(f"drop_{reason.value}" for reason in DropReason),
-)  # fmt: skip
 
 
 class ReliableEndpoint(Generic[A]):
@@ -225,7 +131,7 @@ class ReliableEndpoint(Generic[A]):
             timeout_s=cfg.reassembly_timeout_s,
             counters=self.counters,
         )
-        self._peers: OrderedDict[A, _Peer] = OrderedDict()
+        self._peers: OrderedDict[A, PeerState] = OrderedDict()
         self._id_floor = 1  # above every message id this incarnation has used
         self._next_group = 1
         self._timers: list[tuple[float, int, A, int]] = []  # (deadline, seq, addr, msg id)
@@ -234,7 +140,7 @@ class ReliableEndpoint(Generic[A]):
         self._reliable_bytes = 0
         self._outbox: deque[tuple[bytes, A]] = deque()
         self._outbox_bytes = 0
-        self._acks: dict[tuple[A, str, int], _AckBatch] = {}
+        self._acks: dict[tuple[A, str, int], AckBatch] = {}
         self._batch_addrs: OrderedDict[A, None] = OrderedDict()  # they speak ClientResponses
         self._responses: dict[A, list[ClientResponse]] = {}  # held for those addresses
 
@@ -318,7 +224,7 @@ class ReliableEndpoint(Generic[A]):
         self.counters["fragments_sent"] += len(units)
         return self._enqueue_reliable(addr, peer, units, now)
 
-    def _enqueue_reliable(self, addr: A, peer: _Peer, units: list[EncodedBody], now: float) -> bool:
+    def _enqueue_reliable(self, addr: A, peer: PeerState, units: list[EncodedBody], now: float) -> bool:
         if len(peer.backlog) + len(units) > self.config.backlog_msgs:
             self.counters["backlog_full"] += 1
             return False
@@ -331,7 +237,7 @@ class ReliableEndpoint(Generic[A]):
         self._pump(addr, peer, now)
         return True
 
-    def _pump(self, addr: A, peer: _Peer, now: float) -> None:
+    def _pump(self, addr: A, peer: PeerState, now: float) -> None:
         """Admit backlogged reliable messages while the peer's id window allows."""
         backlog = peer.backlog
         window = self.config.window_msgs
@@ -345,7 +251,7 @@ class ReliableEndpoint(Generic[A]):
             self._id_floor = max(self._id_floor, peer.next_rel)
             data = seal(body, self.ctx, msg_id=msg_id, flags=FLAG_ACK_REQUESTED)
             deadline = now + peer.rtt.rto_s
-            peer.unacked[msg_id] = _Pending(data, now, deadline)
+            peer.unacked[msg_id] = PendingSend(data, now, deadline)
             self._n_unacked += 1
             self._push_timer(deadline, addr, msg_id)
             self.counters["sent_reliable"] += 1
@@ -363,7 +269,7 @@ class ReliableEndpoint(Generic[A]):
         self._outbox_bytes += len(data)
         return True
 
-    def _peer(self, addr: A) -> _Peer | None:
+    def _peer(self, addr: A) -> PeerState | None:
         peers = self._peers
         peer = peers.get(addr)
         if peer is not None:
@@ -374,7 +280,7 @@ class ReliableEndpoint(Generic[A]):
             return None
         cfg = self.config
         rtt = RttEstimator(cfg.rto_s_initial, cfg.rto_s_min, cfg.rto_s_max, cfg.clock_granularity_s)
-        peer = peers[addr] = _Peer(self._id_floor, rtt)
+        peer = peers[addr] = PeerState(self._id_floor, rtt)
         return peer
 
     def _evict_idle_peer(self) -> bool:
@@ -479,7 +385,7 @@ class ReliableEndpoint(Generic[A]):
             if len(self._acks) >= self.config.max_ack_batches:
                 self.counters["ack_overflow"] += 1
                 return
-            batch = self._acks[key] = _AckBatch(now)
+            batch = self._acks[key] = AckBatch(now)
         if len(batch.ids) >= self.config.pending_acks_per_peer:
             self.counters["ack_overflow"] += 1
             return
@@ -623,7 +529,7 @@ class ReliableEndpoint(Generic[A]):
         """Retransmit what timed out, give up on what ran out of retries, expire reassembly."""
         cfg = self.config
         timers = self._timers
-        pump: dict[A, _Peer] = {}
+        pump: dict[A, PeerState] = {}
         while timers and timers[0][0] <= now:
             entry = heapq.heappop(timers)
             if not self._timer_live(entry):
