@@ -13,7 +13,8 @@ import os
 import signal
 import subprocess
 import sys
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -182,3 +183,16 @@ def stop_pids(pids: list[int], grace_s: float) -> None:
     for p in alive:
         send_signal(p.pid, signal.SIGKILL)
     psutil.wait_procs(alive, timeout=grace_s)
+
+
+@dataclass(slots=True)
+class Tracking:
+    """What the supervisor's threads know about the cluster as a whole."""
+
+    leader: str | None = None
+    term: int = 0
+    no_leader_since: float | None = None
+    published: bool = False
+    stopping: bool = False
+    warned_slow: bool = False
+    threads: list[threading.Thread] = field(default_factory=list)
