@@ -15,9 +15,9 @@ Then threads take over:
 
 Membership (``add_node``, ``retire_node``: membership.py; one at a time, see members.py):
 a fresh node gets a never-used id, free ports and ``DIR/<id>``; it is listed in the boot
-file and cluster.json (whose ``initial_voters`` stay as they were, so it starts as an empty joiner),
-spawned and supervised like the others, added as a learner, and promoted once it has caught
-up. A retired node is removed through the cluster first; once that is committed its process
+file and cluster.json (whose ``initial_voters`` stay as they were, so it starts as an
+empty joiner), spawned and supervised like the others, added as a learner, and promoted
+once it has caught up. A retired node is removed through the cluster first; once that is committed its process
 is stopped for good and it leaves both files (its data dir stays, never started again).
 
 A node that lost its data (a wiped data dir; with ``--storage memory``, any node that had
