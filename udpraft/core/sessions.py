@@ -35,6 +35,12 @@ class Verdict(IntEnum):
     EXPIRED = 2  # the session is gone or the seq fell out of the window: refuse
 
 
+# check_record's answers without a cached result, built once (an enum member lookup and a
+# tuple per call were ~10% of it)
+_APPLIED: tuple[Verdict, None] = (Verdict.APPLY, None)
+_REFUSED: tuple[Verdict, None] = (Verdict.EXPIRED, None)
+
+
 @dataclass(slots=True)
 class _Session(Generic[R]):
     last_ts_ms: int
@@ -56,6 +62,7 @@ class SessionTable(Generic[R]):
     def __init__(self, window: int = 4096, ttl_ms: int = 3_600_000, max_sessions: int = 100_000):
         self.window = window
         self.ttl_ms = ttl_ms
+        self._sweep_every_ms = max(1, ttl_ms // 8)  # expiry sweeps: at most this often
         self.max_sessions = max_sessions
         self._sessions: OrderedDict[str, _Session[R]] = OrderedDict()
         self._last_sweep_ms = 0
@@ -107,13 +114,13 @@ class SessionTable(Generic[R]):
         """``check``, then ``record(client_id, seq, result)`` if the verdict is APPLY: for
         entries whose result is known before they apply (plain log submits). One call
         instead of three per entry: ~1.7 -> ~0.9 us per applied session entry."""
-        if ts_ms - self._last_sweep_ms >= max(1, self.ttl_ms // 8):
+        if ts_ms - self._last_sweep_ms >= self._sweep_every_ms:
             self._maybe_expire(ts_ms)
         sessions = self._sessions
         s = sessions.get(client_id)
         if s is None:
             if seq != 1:
-                return Verdict.EXPIRED, None  # see check()
+                return _REFUSED  # see check()
             s = _Session(last_ts_ms=ts_ms)
             sessions[client_id] = s
             self._evict_if_full()
@@ -125,7 +132,7 @@ class SessionTable(Generic[R]):
         if seq in results:
             return Verdict.DUPLICATE, results[seq]
         if seq <= s.max_seq - self.window:
-            return Verdict.EXPIRED, None
+            return _REFUSED
         order = s.order
         order.append(seq)
         results[seq] = result
@@ -134,7 +141,7 @@ class SessionTable(Generic[R]):
             floor = seq - self.window
             while order[0] <= floor:  # as in record(); ``order`` holds ``seq`` at least
                 del results[order.popleft()]
-        return Verdict.APPLY, None
+        return _APPLIED
 
     def lookup(self, client_id: str, seq: int) -> R | None:
         """Fast path for a leader: a retried request that was already applied."""
@@ -143,7 +150,7 @@ class SessionTable(Generic[R]):
 
     def _maybe_expire(self, ts_ms: int) -> None:
         # Sweep at most every ttl/8 of log time; all replicas sweep at the same entries.
-        if ts_ms - self._last_sweep_ms < max(1, self.ttl_ms // 8):
+        if ts_ms - self._last_sweep_ms < self._sweep_every_ms:
             return
         self._last_sweep_ms = ts_ms
         dead = [c for c, s in self._sessions.items() if ts_ms - s.last_ts_ms > self.ttl_ms]
