@@ -208,3 +208,47 @@ def test_propose_batch_appends_a_batch_that_describes_its_entries(
     # and it is the batch EntryBatch.of computes from the entries
     ref = EntryBatch.of(got)
     assert (b.terms, b.kinds, b.cids, b.seqs, b.ts) == (ref.terms, ref.kinds, ref.cids, ref.seqs, ref.ts)
+
+
+def _cut_runs_ref(runs: list[object], off: int, cnt: int) -> list[object]:
+    """The plain loop cut_runs replaced (a run per value, clipped to the range)."""
+    out: list[object] = []
+    pos, end = 0, off + cnt
+    for v, c in zip(runs[::2], runs[1::2]):
+        lo, hi = max(off, pos), min(end, pos + int(c))  # type: ignore[call-overload]
+        if lo < hi:
+            out += (v, hi - lo)
+        pos += int(c)  # type: ignore[call-overload]
+    return out
+
+
+def _cut_seqs_ref(triples: list[int], off: int, cnt: int) -> list[int]:
+    out: list[int] = []
+    pos, end = 0, off + cnt
+    for i in range(0, len(triples), 3):
+        first, step, count = triples[i : i + 3]
+        lo, hi = max(off, pos), min(end, pos + count)
+        if lo < hi:
+            out += (first + step * (lo - pos), step, hi - lo)
+        pos += count
+    return out
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from("abcd"), st.integers(1, 9)), min_size=1, max_size=30),
+       st.lists(st.tuples(st.integers(0, 99), st.integers(0, 1), st.integers(1, 9)), min_size=1,
+                max_size=30), st.data())
+def test_cuts_by_binary_search_equal_the_plain_loop(
+        runs: list[tuple[str, int]], seqs: list[tuple[int, int, int]], data: st.DataObject) -> None:
+    from udpraft.core.batch import cut_runs, cut_seqs
+
+    flat: list[object] = [x for r in runs for x in r]
+    total = sum(c for _, c in runs)
+    off = data.draw(st.integers(0, total + 2))
+    cnt = data.draw(st.integers(0, total + 2))
+    assert cut_runs(flat, off, cnt) == _cut_runs_ref(flat, off, cnt)
+    triples = [x for t in seqs for x in t]
+    total = sum(c for _, _, c in seqs)
+    off = data.draw(st.integers(0, total + 2))
+    cnt = data.draw(st.integers(0, total + 2))
+    assert cut_seqs(triples, off, cnt) == _cut_seqs_ref(triples, off, cnt)
