@@ -17,11 +17,11 @@ from __future__ import annotations
 from array import array
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from itertools import accumulate, repeat
+from itertools import accumulate, chain, repeat
 from operator import add
 from typing import overload
 
-from udpraft.core.batch import EntryBatch, expand, expand_seqs
+from udpraft.core.batch import EntryBatch, cut_runs, expand, expand_seqs
 from udpraft.core.types import (
     ENTRY_CLIENT,
     ENTRY_DATA,
@@ -188,9 +188,11 @@ class ColdEntries:
         ids = self._ids
         if len(b.cids) == 2:
             self.cids.extend(repeat(ids.setdefault(b.cids[0], b.cids[0]), cnt))
-        else:
-            vals = list(expand(b.cids, off, cnt))
-            self.cids.extend(map(ids.setdefault, vals, vals))
+        else:  # one shared str per run (a request of one client is a run), repeated
+            cut = cut_runs(b.cids, off, cnt)
+            vals = cut[::2]
+            self.cids.extend(chain.from_iterable(map(repeat, map(ids.setdefault, vals, vals),
+                                                     cut[1::2])))
         if b.datas is not None:
             self._extend_payloads(list(b.datas[off : off + cnt]))
         elif b.blob and 0 <= b.max_len < REF_MIN:  # small payloads, back to back as they came
