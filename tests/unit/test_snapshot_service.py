@@ -336,3 +336,27 @@ def test_session_runs_apply_exactly_as_entry_by_entry(seed: int) -> None:
     assert got == want
     verdicts = {o.verdict for o in want if o is not None}
     assert verdicts == {Verdict.APPLY, Verdict.DUPLICATE, Verdict.EXPIRED}  # all exercised
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_lookup_all_is_lookup_for_each_seq(seed: int) -> None:
+    """The leader's per-request cache check (lookup_all) answers exactly what lookup()
+    answers seq by seq — applied, refused, trimmed and unknown seqs and sessions — checked
+    all along a workload of pipelining clients."""
+    entries = run_workload(seed, 600)
+    svc = LogService(session_window=16, session_ttl_ms=100)
+    latest: dict[str, int] = {"nobody": 5}
+    rng = random.Random(seed)
+    hits = 0
+    for k, e in enumerate(entries):
+        svc.apply(e)
+        if e.client_id:
+            latest[e.client_id] = e.seq
+        if k % 20:
+            continue
+        for cid, seq in latest.items():
+            seqs = list(range(max(0, seq - rng.randrange(0, 20)), seq + 3))
+            want = {s: o for s in seqs if (o := svc.lookup(cid, s)) is not None}
+            assert svc.lookup_all(cid, seqs) == want
+            hits += len(want)
+    assert hits > 100

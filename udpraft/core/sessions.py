@@ -143,6 +143,11 @@ class SessionTable(Generic[R]):
                 del results[order.popleft()]
         return _APPLIED
 
+    def results_of(self, client_id: str) -> dict[int, R] | None:
+        """The cached results of a session by seq (read them, never change them)."""
+        s = self._sessions.get(client_id)
+        return None if s is None else s.results
+
     def lookup(self, client_id: str, seq: int) -> R | None:
         """Fast path for a leader: a retried request that was already applied."""
         s = self._sessions.get(client_id)

@@ -86,20 +86,23 @@ class ClientHandling:
             self._reply_error(ClientKind.SUBMIT, req.req_id, reply_to, "busy", "too many requests in flight")
             return
         done = []
-        now = time.monotonic()
         cid = req.client_id
+        hits = self.service.lookup_all(cid, seqs)  # retries already applied: usually none
+        waiter = (req.req_id, reply_to, time.monotonic())
+        waiters, propose = self._waiters, self._proposals.append
         for seq, data in zip(seqs, req.blobs):
-            hit = self.service.lookup(cid, seq)
-            if hit is not None:
-                done.append([seq, hit.index, hit.term])
-                continue
+            if hits:
+                hit = hits.get(seq)
+                if hit is not None:
+                    done.append([seq, hit.index, hit.term])
+                    continue
             key = (cid, seq)
-            ws = self._waiters.get(key)
+            ws = waiters.get(key)
             if ws is not None:  # a retry of a request already in the log: just wait for it
-                ws.append((req.req_id, reply_to, now))
+                ws.append(waiter)
                 continue
-            self._waiters[key] = [(req.req_id, reply_to, now)]
-            self._proposals.append((data, cid, seq))
+            waiters[key] = [waiter]
+            propose((data, cid, seq))
         if done:
             self._reply(ClientResponse(ClientKind.SUBMIT, req.req_id, True, {"done": done}, self.id), reply_to)
 

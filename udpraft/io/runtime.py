@@ -406,20 +406,32 @@ class NodeRuntime(ClientHandling, LocalProposals, AppForwarding):
 
     def _answer_clients(self, entries: list[Entry], outs: list[Outcome | None]) -> None:
         replies: dict[tuple[Addr, int], list[list[int]]] = {}
+        pop = self._waiters.pop
+        expired = Verdict.EXPIRED
         for e, out in zip(entries, outs):
-            if out is None or not e.client_id:
+            if out is None:
                 continue
-            ws = self._waiters.pop((e.client_id, e.seq), None)
+            cid = e.client_id
+            if not cid:
+                continue
+            seq = e.seq
+            ws = pop((cid, seq), None)
             if not ws:
                 continue
-            if out.verdict == Verdict.EXPIRED:
+            if out.verdict == expired:
                 for req_id, addr, _t in ws:
                     self._reply_error(ClientKind.SUBMIT, req_id, addr, "expired", "session expired")
                 continue
+            done = [seq, out.index, out.term]
             for req_id, addr, _t in ws:
-                replies.setdefault((addr, req_id), []).append([e.seq, out.index, out.term])
-        for (addr, req_id), done in replies.items():
-            self._reply(ClientResponse(ClientKind.SUBMIT, req_id, True, {"done": done}, self.id), addr)
+                key = (addr, req_id)
+                got = replies.get(key)
+                if got is None:
+                    replies[key] = [done]
+                else:
+                    got.append(done)
+        for (addr, req_id), done_all in replies.items():
+            self._reply(ClientResponse(ClientKind.SUBMIT, req_id, True, {"done": done_all}, self.id), addr)
 
     def _serve_reads(self) -> None:
         if not self._ready_reads:

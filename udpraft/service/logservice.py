@@ -207,6 +207,14 @@ class LogService:
             return None
         return Outcome(Verdict.DUPLICATE, *_uncache(hit))
 
+    def lookup_all(self, client_id: str, seqs: list[int]) -> dict[int, Outcome]:
+        """``lookup`` for several seqs of one session at once: the already-applied ones
+        among them, by seq (usually none: one session lookup, one set test)."""
+        results = self.sessions.results_of(client_id)
+        if not results or results.keys().isdisjoint(seqs):
+            return {}
+        return {s: Outcome(Verdict.DUPLICATE, *_uncache(results[s])) for s in seqs if s in results}
+
     def visible(self, e: Entry) -> bool:
         return e.kind == EntryKind.NORMAL and e.index not in self.hidden
 
