@@ -98,3 +98,36 @@ def test_a_small_window_is_answered_at_once() -> None:
     got = answered(cl, cap)
     assert sorted(s for s, _, _ in got) == list(range(1, 101))
     assert {applied for _, _, applied in got} == {first + 100}
+
+
+def test_the_endpoint_timer_rearms_when_its_deadline_is_already_due() -> None:
+    """uvloop's call_later(0) returns a plain Handle (no when()): arming the endpoint's
+    retransmission timer for a deadline already due, then arming it again, killed a node
+    under KV load ("disk write failed", exit 70). It must re-arm and then retransmit."""
+    import uvloop
+
+    from udpraft.wire import AppForward
+
+    async def main() -> None:
+        cfg = ClusterConfig("t", (NodeAddr("n1", NODE, ("10.0.0.1", 2001)),
+                                  NodeAddr("n2", ("10.0.0.2", 1002), ("10.0.0.2", 2002))))
+        rt = NodeRuntime("n1", cfg, SECRET, MemoryLogStore(),
+                         raft_config=Config(election_ticks=500, heartbeat_ticks=100))
+        cap = Capture()
+        cap.rt = rt
+        rt.attach(cap)  # type: ignore[arg-type]
+        assert rt.send_to_node("n2", AppForward(1, (b"x",)))  # reliable: n2 never acks
+        rt._flush_net()
+        dl = rt.ep.next_deadline()
+        assert dl is not None
+        rt._arm_ep_timer(dl + 1.0)  # already due: uvloop hands back a plain Handle
+        rt._arm_ep_timer(dl + 1.0)  # and this read its when()
+        sent = len(cap.sent)
+        for _ in range(50):
+            await asyncio.sleep(0.01)
+            if rt.ep.counters["retransmits"]:
+                break
+        assert rt.ep.counters["retransmits"] >= 1 and len(cap.sent) > sent
+        await rt.stop()
+
+    uvloop.run(main())

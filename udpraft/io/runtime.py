@@ -169,7 +169,8 @@ class NodeRuntime(ClientHandling, LocalProposals, AppForwarding):
         self._ready_reads: list[tuple[int, Callable[[ReadState], None], ReadState]] = []
         self._read_ids = 0
         self._tick_handle: asyncio.TimerHandle | None = None
-        self._ep_timer: asyncio.TimerHandle | None = None
+        self._ep_timer: asyncio.Handle | None = None  # a TimerHandle, or a Handle when due
+        self._ep_timer_at = 0.0  # loop time it is due at
         self._stopping = False
         self.on_event: Callable[[str, dict[str, Any]], None] | None = None
         self.on_app_forward: Callable[[str, AppForward], None] | None = None  # appforward.py
@@ -335,14 +336,20 @@ class NodeRuntime(ClientHandling, LocalProposals, AppForwarding):
                 batch, self._persist_q = self._persist_q, []
                 if any(rd.entries or rd.hard_state or rd.snapshot for rd in batch):
                     t0 = time.perf_counter()
-                    await self._disk.call(loop, self._write_batch, batch)
+                    try:
+                        await self._disk.call(loop, self._write_batch, batch)
+                    except Exception:
+                        log.critical("node %s: disk write failed; stopping (crash-only)", self.id,
+                                     exc_info=True)
+                        os._exit(70)
                     self.fsync_s.observe(time.perf_counter() - t0)
                 for rd in batch:
                     self._after_persist(rd)
                 self._serve_reads()
                 self._drive()
-        except Exception:
-            log.critical("node %s: disk write failed; stopping (crash-only)", self.id, exc_info=True)
+        except Exception:  # a bug: say so, not "disk write failed"; still crash-only
+            log.critical("node %s: internal error after a durable write; stopping (crash-only)",
+                         self.id, exc_info=True)
             os._exit(70)
         finally:
             self._persist_task = None
@@ -500,11 +507,16 @@ class NodeRuntime(ClientHandling, LocalProposals, AppForwarding):
         dl = self.ep.next_deadline()
         if dl is None or self._loop is None:
             return
+        at = self._loop.time() + max(0.0, dl - now)
         if self._ep_timer is not None:
-            if self._ep_timer.when() <= self._loop.time() + (dl - now):
+            if self._ep_timer_at <= at:
                 return
             self._ep_timer.cancel()
-        self._ep_timer = self._loop.call_later(max(0.0, dl - now), self._on_ep_timer)
+        # The due time is kept here, not read back with TimerHandle.when(): uvloop's
+        # call_later with a delay of 0 (a deadline already due) returns a plain Handle,
+        # which has no when(); reading it killed the node (seen under KV load).
+        self._ep_timer_at = at
+        self._ep_timer = self._loop.call_later(at - self._loop.time(), self._on_ep_timer)
 
     def _on_ep_timer(self) -> None:
         self._ep_timer = None
