@@ -42,13 +42,23 @@ _KINDS = {int(k): k for k in EntryKind}
 _FIELDS = ("index", "term", "data", "kind", "client_id", "seq", "ts_ms")
 
 
+def _slot_setters() -> tuple[Callable[[Entry, object], None], ...] | None:
+    """Entry's slot setters in field order, or None if Entry's shape ever changes."""
+    if getattr(Entry, "__slots__", None) != _FIELDS or hasattr(Entry, "__post_init__"):
+        return None
+    return tuple(getattr(Entry, n).__set__ for n in _FIELDS)
+
+
+_SLOT_SETTERS = _slot_setters()
+
+
 def _entry_builder() -> Callable[[int, int, bytes, EntryKind, str, int, int], Entry]:
     """Entry(...) without the frozen dataclass ``__init__`` (its ``object.__setattr__``
     per field is half the cost): set the slots directly; the constructor if Entry's shape
     ever changes."""
-    if getattr(Entry, "__slots__", None) != _FIELDS or hasattr(Entry, "__post_init__"):
+    if _SLOT_SETTERS is None:
         return Entry
-    si, st, sd, sk, sc, ss, sts = (getattr(Entry, n).__set__ for n in _FIELDS)
+    si, st, sd, sk, sc, ss, sts = _SLOT_SETTERS
     new = object.__new__
 
     def build(index: int, term: int, data: bytes, kind: EntryKind, cid: str, seq: int,
@@ -67,15 +77,6 @@ def _entry_builder() -> Callable[[int, int, bytes, EntryKind, str, int, int], En
 
 
 _build = _entry_builder()
-
-
-def _slot_setters() -> tuple[Callable[[Entry, object], None], ...] | None:
-    if getattr(Entry, "__slots__", None) != _FIELDS or hasattr(Entry, "__post_init__"):
-        return None
-    return tuple(getattr(Entry, n).__set__ for n in _FIELDS)
-
-
-_SLOT_SETTERS = _slot_setters()
 _consume: Callable[[Iterable[object]], None] = deque[object](maxlen=0).extend
 
 
