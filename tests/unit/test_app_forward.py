@@ -4,6 +4,7 @@ over an in-memory network; who may send, what happens without a handler, fault r
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 
 from udpraft.config import ClusterConfig, NodeAddr
 from udpraft.core.ready import Config
@@ -48,15 +49,27 @@ def two_nodes(net: Net) -> dict[str, NodeRuntime]:
     return rts
 
 
+def run_two(body: Callable[[dict[str, NodeRuntime]], Awaitable[None]]) -> None:
+    """Two runtimes on an in-memory network, ``body`` run against them, both stopped
+    afterwards even when it fails."""
+    async def main() -> None:
+        rts = two_nodes(Net())
+        try:
+            await body(rts)
+        finally:
+            for rt in rts.values():
+                await rt.stop()
+
+    asyncio.run(main())
+
+
 async def settle() -> None:
     for _ in range(20):
         await asyncio.sleep(0.005)
 
 
 def test_commands_and_answers_travel_between_members() -> None:
-    async def main() -> None:
-        net = Net()
-        rts = two_nodes(net)
+    async def body(rts: dict[str, NodeRuntime]) -> None:
         got: list[tuple[str, object]] = []
         rts["n1"].on_app_forward = lambda sender, m: got.append((sender, m))
         rts["n2"].on_app_forward_resp = lambda sender, m: got.append((sender, m))
@@ -72,16 +85,11 @@ def test_commands_and_answers_travel_between_members() -> None:
         assert rts["n1"].send_to_node("n2", AppForward(9, ()))
         await settle()
         assert rts["n2"].counters["drop_app_forward_unhandled"] == 1 and len(got) == 2
-        for rt in rts.values():
-            await rt.stop()
-
-    asyncio.run(main())
+    run_two(body)
 
 
 def test_a_stranger_holding_the_key_is_refused() -> None:
-    async def main() -> None:
-        net = Net()
-        rts = two_nodes(net)
+    async def body(rts: dict[str, NodeRuntime]) -> None:
         got: list[object] = []
         rts["n1"].on_app_forward = lambda sender, m: got.append(m)
         stranger = WireContext("t", SECRET, "zz", incarnation=5)
@@ -89,16 +97,11 @@ def test_a_stranger_holding_the_key_is_refused() -> None:
         rts["n1"].datagram_received(data, ("10.0.0.7", 4000))
         await settle()
         assert got == [] and rts["n1"].counters["drop_app_forward_from_stranger"] == 1
-        for rt in rts.values():
-            await rt.stop()
-
-    asyncio.run(main())
+    run_two(body)
 
 
 def test_fault_rules_apply_to_forwards() -> None:
-    async def main() -> None:
-        net = Net()
-        rts = two_nodes(net)
+    async def body(rts: dict[str, NodeRuntime]) -> None:
         got: list[object] = []
         rts["n1"].on_app_forward = lambda sender, m: got.append(m)
         n2 = rts["n2"]
@@ -115,7 +118,4 @@ def test_fault_rules_apply_to_forwards() -> None:
         while not got and asyncio.get_running_loop().time() < end:
             await asyncio.sleep(0.01)
         assert got == [AppForward(2, (b"b",))]
-        for rt in rts.values():
-            await rt.stop()
-
-    asyncio.run(main())
+    run_two(body)
