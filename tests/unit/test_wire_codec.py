@@ -432,6 +432,8 @@ BAD_FIELDS = [
      DropReason.BAD_FIELD),  # the term runs cover 1 of 2 entries
     (MsgType.APPEND_ENTRIES, [1, 0, 0, 0, 1, [1, 1], [0, 1], ["c", 1], [1, 2, 1], [1, 1], [0, 1]],
      DropReason.BAD_FIELD),  # seq step 2
+    (MsgType.APPEND_ENTRIES, [1, 0, 0, 0, 1, [1, 1], [0, 1], ["c", 1], [1, 0, 2**63], [1, 1],
+                              [0, 1]], DropReason.BAD_FIELD),  # a seq run past any count
     (MsgType.APPEND_ENTRIES, [1, 0, 0, 0, 1, [1, 0], [0, 1], ["c", 1], [1, 0, 1], [1, 1], [0, 1]],
      DropReason.BAD_FIELD),  # an empty run
     (MsgType.APPEND_ENTRIES, [1, 2**63 - 1, 0, 0, 1, [1, 1], [0, 1], ["", 1], [1, 0, 1], [1, 1],

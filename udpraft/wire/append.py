@@ -141,7 +141,7 @@ def _seqs(flat: Any, n: int, what: str) -> Iterable[int]:
         first, step, count = flat[i : i + 3]
         if (
             not _is_u63(first) or type(step) is not int or step not in (0, 1)
-            or type(count) is not int or count < 1 or first + step * (count - 1) >= MAX_U63
+            or type(count) is not int or not 1 <= count <= n or first + step * (count - 1) >= MAX_U63
         ):
             raise BodyError(DropReason.BAD_FIELD, what)
         parts.append(range(first, first + count) if step else repeat(first, count))
