@@ -202,7 +202,8 @@ def test_http_status_metrics_log_and_fault_errors(tmp_path: Path) -> None:
         with urllib.request.urlopen(f"http://{c.http[ld]}/log?tail=3", timeout=2) as r:
             tail = json.loads(r.read())
         assert [e["data"] for e in tail] == ["m2", "m3", "m4"] and all(e["committed"] for e in tail)
-        for body in (b"{not json", b'{"drop_pct": 500}', b'{"peers": ["nobody"]}'):
+        for body in (b"{not json", b'{"drop_pct": 500}', b'{"peers": ["nobody"]}',
+                     b'{"drop": 5}'):  # a misspelt field is refused, not ignored
             req = urllib.request.Request(f"http://{c.http[ld]}/fault", data=body, method="POST")
             with pytest.raises(urllib.error.HTTPError) as ei:
                 urllib.request.urlopen(req, timeout=2)

@@ -70,20 +70,37 @@ class FaultHook:
     # ------------------------------------------------------------------ control
 
     def apply(self, spec: dict[str, Any], known_peers: set[str]) -> None:
-        """Set faults from a JSON spec (see the /fault endpoint). Raises ValueError."""
-        peers = spec.get("peers")
-        link = LinkFault(
-            drop_pct=_num(spec.get("drop_pct", 0.0), 0.0, 100.0, "drop_pct"),
-            delay_ms=_num(spec.get("delay_ms", 0.0), 0.0, 60_000.0, "delay_ms"),
-            jitter_ms=_num(spec.get("jitter_ms", 0.0), 0.0, 60_000.0, "jitter_ms"),
-        )
-        if peers is None:
-            self.all_peers = link
-        else:
-            for p in _peer_list(peers, known_peers):
-                self.per_peer[p] = link
-        if "partition" in spec:
-            self.partitioned = set(_peer_list(spec["partition"], known_peers))
+        """Set faults from a JSON spec (see the /fault endpoint). Raises ValueError, and
+        then changes nothing.
+
+        The two kinds compose: a spec naming a link field (``drop_pct``, ``delay_ms``,
+        ``jitter_ms``) or ``peers`` sets the lossy/slow link (for ``peers``, else for all),
+        and leaves the partition alone; a spec naming ``partition`` replaces the set of
+        cut-off peers and leaves the links alone (a partition ordered while a node's links
+        are lossy keeps them lossy)."""
+        unknown = set(spec) - _SPEC_KEYS
+        if unknown:
+            raise ValueError(f"unknown fault fields: {sorted(unknown)} "
+                             f"(known: {', '.join(sorted(_SPEC_KEYS))})")
+        link: LinkFault | None = None
+        targets: list[str] | None = None
+        if "peers" in spec or _LINK_KEYS & spec.keys():
+            link = LinkFault(
+                drop_pct=_num(spec.get("drop_pct", 0.0), 0.0, 100.0, "drop_pct"),
+                delay_ms=_num(spec.get("delay_ms", 0.0), 0.0, 60_000.0, "delay_ms"),
+                jitter_ms=_num(spec.get("jitter_ms", 0.0), 0.0, 60_000.0, "jitter_ms"),
+            )
+            if spec.get("peers") is not None:
+                targets = _peer_list(spec["peers"], known_peers)
+        cut = set(_peer_list(spec["partition"], known_peers)) if "partition" in spec else None
+        if link is not None:  # everything checked: now change
+            if targets is None:
+                self.all_peers = link
+            else:
+                for p in targets:
+                    self.per_peer[p] = link
+        if cut is not None:
+            self.partitioned = cut
 
     def heal(self) -> None:
         self.all_peers = LinkFault()
@@ -102,6 +119,10 @@ class FaultHook:
             "dropped_in": self.dropped_in,
             "delayed": self.delayed,
         }
+
+
+_LINK_KEYS = frozenset({"drop_pct", "delay_ms", "jitter_ms"})
+_SPEC_KEYS = _LINK_KEYS | {"peers", "partition"}
 
 
 def _num(v: Any, lo: float, hi: float, name: str) -> float:

@@ -76,7 +76,7 @@ async def fault_get(request: web.Request) -> web.Response:
 async def fault_set(request: web.Request) -> web.Response:
     rt = request.app[RUNTIME_KEY]
     spec = await _body(request)
-    if spec.get("heal"):
+    if spec.pop("heal", False):
         rt.faults.heal()
         return _json(rt.faults.describe())
     try:
