@@ -47,7 +47,7 @@ from typing import Any
 
 from launcher import layout, nodeapi, wiped
 from launcher.events import EventLog
-from launcher.faults import FaultOps
+from launcher.faults import FaultOps, NetFaults
 from launcher.membership import MembershipOps
 from launcher.procs import (
     DirLocked,
@@ -99,6 +99,7 @@ class ClusterSupervisor(FaultOps, MembershipOps):
         self._started_mono = time.monotonic()
         self._member_lock = threading.Lock()  # one add_node / retire_node at a time
         self._replacements: dict[str, str] = {}  # wiped node -> the fresh node replacing it
+        self._net: dict[str, NetFaults] = {}  # network faults in force per node (faults.py)
         if plan.reused:  # a node an earlier launcher started here had state to lose
             for n in self._nodes.values():
                 n.ran = (self.data_dir / f"{n.addr.id}.log").exists()
@@ -361,13 +362,17 @@ class ClusterSupervisor(FaultOps, MembershipOps):
         addr = n.addr.http
         while not self._stop.is_set() and not n.retired:
             st = nodeapi.get_status(addr, self.opts.status_timeout_s)
+            came_back = False
             with self._lock:
                 if st is not None and st.get("pid") == n.pid and n.proc is not None:
                     n.status, n.status_mono = st, time.monotonic()
                     if not n.answered:
+                        came_back = n.ever_answered
                         n.answered = n.ever_answered = True
                         self.events.emit("up", f"{n.addr.id} answers (pid {n.pid}, "
                                          f"{st.get('role')}, term {st.get('term')})", n.addr.id)
+            if came_back:  # a restart: its fault hook is empty, the network is not
+                self.restore_net_faults(n.addr.id)
             self._stop.wait(self.opts.poll_interval_s)
 
     def _track_leader(self, now: float) -> None:
@@ -396,8 +401,10 @@ class ClusterSupervisor(FaultOps, MembershipOps):
                     n.ps, n.cpu_pct, n.rss_bytes = got
 
     def _follow_others(self) -> None:
-        """Faults injected by other tools (launcher ctl): show them, track pauses."""
+        """Faults injected by other tools (launcher ctl): show them, track pauses, keep
+        their network faults for nodes that restart inside them."""
         for rec in self.events.follow():
+            self.learn_fault(rec)
             with self._lock:
                 for nid in rec["targets"]:
                     n = self._nodes.get(str(nid))

@@ -58,8 +58,9 @@ class EventLog:
         self.faults_written = 0
         self._follow_pos = _size(faults_path)
 
-    def emit(self, kind: str, text: str, node: str = "") -> Event:
-        ev = Event(time.time(), kind, text, node)
+    def emit(self, kind: str, text: str, node: str = "", ts: float | None = None) -> Event:
+        """Add an event, stamped ``ts`` (when it happened) or now."""
+        ev = Event(time.time() if ts is None else ts, kind, text, node)
         with self._lock:
             self._events.append(ev)
         if self.echo is not None:
@@ -103,7 +104,10 @@ class EventLog:
                 continue
             if isinstance(rec, dict) and rec.get("by") and isinstance(rec.get("targets"), list):
                 found.append(rec)
-                self.emit("heal" if rec.get("kind") == "heal" else "fault", _fault_text(rec))
+                # stamped when the other tool did it, not when we read it (up to a second later)
+                ts = rec.get("ts")
+                self.emit("heal" if rec.get("kind") == "heal" else "fault", _fault_text(rec),
+                          ts=float(ts) if isinstance(ts, int | float) and ts > 0 else None)
         return found
 
     def recent(self, n: int = 20, faults_only: bool = False) -> list[Event]:

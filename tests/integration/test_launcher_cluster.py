@@ -332,3 +332,66 @@ def test_python_api_partition_pause_heal(tmp_path: Path) -> None:
         pids += list(sup.pids().values())
     assert not any(alive_node(p) for p in pids if p)
     assert all(n.pid == 0 for n in load_cluster(sup.cluster_file).nodes)
+
+
+def node_faults(addr: tuple[str, int]) -> dict[str, Any] | None:
+    conn = http.client.HTTPConnection(addr[0], addr[1], timeout=0.5)
+    try:
+        conn.request("GET", "/fault")
+        resp = conn.getresponse()
+        body = orjson.loads(resp.read())
+        return body if resp.status == 200 and isinstance(body, dict) else None
+    except (OSError, http.client.HTTPException, orjson.JSONDecodeError):
+        return None
+    finally:
+        conn.close()
+
+
+def test_a_node_restarted_inside_a_fault_is_put_back_in_it(tmp_path: Path) -> None:
+    """The fault hook lives in a node's memory; the faults stand for the network, which a
+    process restart does not mend: the supervisor sets them again on the new process,
+    whether it ordered them itself or ``launcher ctl`` did. After a heal, a restart comes
+    back clean."""
+    opts = SupervisorOptions(data_dir=tmp_path / "data", nodes=3, base_port=free_base_port(3))
+    sup = ClusterSupervisor(opts)
+    pids: list[int] = []
+
+    def restart(nid: str) -> None:
+        before = sup.restarts(nid)
+        assert sup.kill(nid)
+        assert sup.wait_until(lambda: sup.restarts(nid) > before and sup.answering(nid), 30), \
+            sup.snapshot()
+
+    try:
+        sup.start()
+        assert sup.wait_ready(20)
+        pids = list(sup.pids().values())
+        a, b, c = sup.ids
+        http_of = {n.id: n.http for n in sup.config.nodes}
+        # ordered here: c cut off from a and b; c restarts inside the cut
+        assert sup.partition([c]) == []
+        restart(c)
+        wait_for(lambda: (f := node_faults(http_of[c])) and f["partition"] == [a, b], 10,
+                 f"{c} partitioned again after its restart")
+        # ordered by launcher ctl (another process): a lossy a; learnt from faults.jsonl
+        assert ctl_main(["--data-dir", str(opts.data_dir), "degrade", a, "--drop-pct", "10"]) == 0
+        wait_for(lambda: any(s.get("drop_pct") == 10.0 for s in sup.net_faults(a)), 10,
+                 "the supervisor to learn ctl's fault")
+        restart(a)
+        wait_for(lambda: (f := node_faults(http_of[a])) and f["all"]["drop_pct"] == 10.0
+                 and f["partition"] == [c], 10, f"{a} lossy and cut from {c} again")
+        assert any(f"{a} restarted inside a fault" in e.text for e in sup.events.recent(50))
+        # healed: a restart comes back with nothing set
+        assert sup.heal() == []
+        restart(c)
+        time.sleep(1.0)  # the supervisor has had its chance to (wrongly) set faults again
+        f = node_faults(http_of[c])
+        assert f is not None and f["partition"] == [] and f["all"]["drop_pct"] == 0.0
+        assert sup.wait_healthy(15)
+    finally:
+        sup.stop()
+        pids += list(sup.pids().values())
+        for p in psutil.process_iter(["pid", "cmdline"]):
+            if str(tmp_path) in " ".join(p.info["cmdline"] or []) and alive_node(p.info["pid"]):
+                os.kill(p.info["pid"], signal.SIGKILL)
+    assert not any(alive_node(p) for p in pids if p)
