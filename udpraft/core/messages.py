@@ -176,3 +176,34 @@ MESSAGE_TYPES: tuple[type, ...] = (
     ReadIndexResp,
     InstallSnapshot,
 )
+
+
+def coalesce_append_resps(msgs: list[Message]) -> list[Message]:
+    """``msgs`` with each run of successful AppendResps from one node to one peer, in one
+    term, cut to the one acknowledging the highest index.
+
+    A follower answers every append it persisted, and one group commit often persists
+    several: their answers are a run to the same leader. The leader gains nothing from the
+    lower ones: an acknowledged index frees every append up to it and only ever raises
+    ``match`` (Progress.update); the highest does all the lower ones would. The run ends at
+    any other message to that peer (a rejection, a vote) or a new term, so what the peer
+    sees keeps its order; messages to other peers are untouched. Pure.
+    """
+    out: list[Message] = []
+    run_at: dict[tuple[str, str], int] = {}  # (from, to) -> position of its run's kept answer
+    for m in msgs:
+        link = (m.src, m.dst)
+        if type(m) is AppendResp and m.success:
+            i = run_at.get(link)
+            if i is not None:
+                kept = out[i]
+                assert isinstance(kept, AppendResp)
+                if kept.term == m.term:
+                    if m.index > kept.index:
+                        out[i] = m
+                    continue
+            run_at[link] = len(out)
+        else:
+            run_at.pop(link, None)
+        out.append(m)
+    return out

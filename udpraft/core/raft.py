@@ -48,6 +48,7 @@ from udpraft.core.messages import (
     RequestVote,
     RequestVoteResp,
     TimeoutNow,
+    coalesce_append_resps,
 )
 from udpraft.core.progress import Progress, ProgressState
 from udpraft.core.readonly import PendingRead, ReadOnly
@@ -327,7 +328,7 @@ class RaftNode(Elections, Replication, Reads):
             rd.entry_batches = self.log.batch_pieces(rd.entries[0].index, rd.entries[-1].index)
         rd.must_sync = rd.hard_state is not None or bool(rd.entries) or rd.snapshot is not None
         rd.messages, self._msgs = self._msgs, []
-        rd.persisted_messages, self._pmsgs = self._pmsgs, []
+        rd.persisted_messages, self._pmsgs = coalesce_append_resps(self._pmsgs), []
         rd.committed_entries = self.log.take_committed(self.cfg.max_apply_entries)
         rd.read_states, self._read_states = self._read_states, []
         return rd

@@ -37,7 +37,12 @@ from typing import Any
 
 from udpraft.config import ClusterConfig
 from udpraft.core.errors import NotLeader, ProposalDropped, RaftError
-from udpraft.core.messages import MESSAGE_TYPES, InstallSnapshot, Message
+from udpraft.core.messages import (
+    MESSAGE_TYPES,
+    InstallSnapshot,
+    Message,
+    coalesce_append_resps,
+)
 from udpraft.core.raft import RaftNode
 from udpraft.core.ready import Config, ReadState, Ready, Role
 from udpraft.core.sessions import Verdict
@@ -343,8 +348,17 @@ class NodeRuntime(ClientHandling, LocalProposals, AppForwarding):
                                      exc_info=True)
                         os._exit(70)
                     self.fsync_s.observe(time.perf_counter() - t0)
-                for rd in batch:
-                    self._after_persist(rd)
+                if len(batch) == 1 or any(rd.snapshot is not None for rd in batch):
+                    for rd in batch:
+                        self._after_persist(rd)
+                else:
+                    # One group commit acknowledged every append of the batch: one answer
+                    # per leader and term says all of it (coalesce_append_resps).
+                    for m in coalesce_append_resps(
+                            [m for rd in batch for m in rd.persisted_messages]):
+                        self._send_raft(m)
+                    for rd in batch:
+                        self.raft.advance(rd)
                 self._serve_reads()
                 self._drive()
         except Exception:  # a bug: say so, not "disk write failed"; still crash-only
