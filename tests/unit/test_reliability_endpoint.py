@@ -176,7 +176,7 @@ def test_replay_of_old_datagram_dropped_and_counted() -> None:
     assert b.counters["replays"] == 2
 
 
-def test_new_incarnation_accepted_and_old_one_retired() -> None:
+def test_new_incarnation_accepted_and_old_one_still_deduped() -> None:
     a, b = pair()
     a.send("B", req(1), True, 0.0)
     old = a.datagrams_to_send(0.0)
@@ -186,13 +186,36 @@ def test_new_incarnation_accepted_and_old_one_retired() -> None:
     new = a2.datagrams_to_send(1.0)
     assert len(carry_list(new, b)) == 1  # same id, new incarnation: delivered
     assert b.counters["new_incarnation"] == 1
-    assert carry_list(old, b) == []  # a late datagram of the dead incarnation
-    assert b.counters["stale_incarnation"] == 1
+    assert carry_list(old, b) == []  # a late copy: a duplicate in its own life's window
+    assert b.counters["duplicates"] == 1
     acks = b.datagrams_to_send(1.0)
     assert len(acks) == 2  # one per incarnation: each goes to its own life
     for data, _ in acks:
         a2.receive_datagram(data, "B", 1.1)
     assert a2.unacked() == 0 and a2.counters["ack_stale"] == 1
+
+
+def test_replayed_old_incarnation_does_not_lock_out_the_live_one() -> None:
+    """Incarnations are random, so a receiver cannot tell an old one from a newer one.
+
+    A receiver that (re)started after the sender's restart only ever heard the live
+    incarnation; one replayed datagram of the sender's previous life must not retire the
+    live incarnation (every later datagram of it refused until the sender restarts)."""
+    a, _ = pair()
+    a.send("B", req(1), True, 0.0)
+    captured = a.datagrams_to_send(0.0)  # n1, incarnation 101, recorded off the wire
+    a2: Ep = ReliableEndpoint(ctx("n1", 999))  # n1 restarted
+    b: Ep = ReliableEndpoint(ctx("n2", 303))  # n2 restarted later: it only knows 999
+    a2.send("B", req(2), True, 1.0)
+    assert [d.msg.req_id for d in carry_list(a2.datagrams_to_send(1.0), b)] == [2]
+    carry_list(captured, b, 1.5)  # the replay
+    carry_list(captured, b, 1.6)  # and again: its own life's window dedupes it
+    assert b.counters["duplicates"] == 1
+    a2.send("B", req(3), True, 2.0)
+    assert [d.msg.req_id for d in carry_list(a2.datagrams_to_send(2.0), b, 2.0)] == [3]
+    for data, _ in b.datagrams_to_send(2.0):
+        a2.receive_datagram(data, "B", 2.0)
+    assert a2.unacked() == 0 and a2.counters["gave_up"] == 0
 
 
 def carry_list(

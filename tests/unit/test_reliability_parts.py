@@ -14,7 +14,6 @@ from udpraft.reliability.dedupe import (
     DUPLICATE,
     NEW,
     RELIABLE,
-    STALE_INCARNATION,
     TOO_OLD,
     UNRELIABLE,
 )
@@ -57,12 +56,16 @@ def test_sender_table_incarnations_and_channels() -> None:
     assert t.observe("a", 1, RELIABLE, 5) == NEW
     assert t.observe("a", 1, UNRELIABLE, 5) == NEW  # separate id sequences
     assert t.observe("a", 1, RELIABLE, 5) == DUPLICATE
-    assert t.observe("a", 2, RELIABLE, 5) == NEW  # restarted
-    assert t.observe("a", 1, RELIABLE, 6) == STALE_INCARNATION
+    assert t.observe("a", 2, RELIABLE, 5) == NEW  # restarted (or a replay: can't tell)
+    assert t.observe("a", 1, RELIABLE, 5) == DUPLICATE  # each life keeps its own window
+    assert t.observe("a", 1, RELIABLE, 6) == NEW
+    assert t.observe("a", 2, RELIABLE, 5) == DUPLICATE and t.incarnation_of("a") == 2
     assert t.observe("a", 3, RELIABLE, 1) == NEW
-    assert t.observe("a", 4, RELIABLE, 1) == NEW
-    assert t.observe("a", 1, RELIABLE, 7) == NEW  # retired list holds 2: 1 was forgotten
-    assert counters["new_incarnation"] == 4 and t.incarnation_of("a") == 1
+    assert t.observe("a", 4, RELIABLE, 1) == NEW  # 3 lives kept: 1 (least recent) forgotten
+    assert t.observe("a", 1, RELIABLE, 5) == NEW  # ... and its return pushed out 2
+    assert t.observe("a", 3, RELIABLE, 1) == DUPLICATE
+    assert t.observe("a", 2, RELIABLE, 5) == NEW
+    assert counters["new_incarnation"] == 5 and t.incarnation_of("a") == 2
     t.observe("b", 1, RELIABLE, 1)
     t.observe("c", 1, RELIABLE, 1)  # evicts "a"
     assert len(t) == 2 and counters["senders_evicted"] == 1 and t.incarnation_of("a") is None

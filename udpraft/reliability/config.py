@@ -110,7 +110,7 @@ class AckBatch:
 
 COUNTER_NAMES = (
     "sent_unreliable", "sent_reliable", "retransmits", "gave_up", "acked", "rtt_samples",
-    "delivered", "duplicates", "replays", "stale_incarnation", "no_msg_id", "nested",
+    "delivered", "duplicates", "replays", "no_msg_id", "nested",
     "send_queue_full", "backlog_full", "reliable_bytes_full", "peers_full", "peers_evicted",
     "peers_forgotten", "split_append_entries", "fragmented", "fragments_sent",
     "acks_sent", "ack_ids_sent", "ack_overflow", "ack_stale", "inner_dropped",

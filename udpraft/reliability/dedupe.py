@@ -2,31 +2,36 @@
 
 How it works
 ------------
-Each sender id has one state: its current incarnation, a short list of retired
-incarnations, and one :class:`DedupeWindow` per channel (unreliable, reliable: they use
+Each sender id has one state: the incarnations heard from it, most recent last, each
+with one :class:`DedupeWindow` per channel (unreliable, reliable: they use
 separate id sequences, see endpoint.py). A window remembers the highest id seen and a
 bitmap of the ``size`` ids below it (a Python int used as a bit set: bit k = id
 ``highest - k`` seen). An id above the window slides it; an id inside is new or a
 duplicate by its bit; an id below the window is too old: a replay, since the sender never
 retransmits that far back (its unacked window is no wider than ours, see endpoint.py).
 
-A datagram from an unknown incarnation of a known sender means the sender restarted: its
-windows are reset and the old incarnation is retired, so late datagrams of a retired
-incarnation are refused instead of flipping the state back. The table keeps at most
-``max_senders`` states and evicts the least recently heard sender (counted); a sender
-evicted and heard again starts a fresh window, so a retransmission of something it had
-already delivered could be delivered again: the application's own sessions (client id,
-sequence) are the last line of defence there.
+Each incarnation of a sender keeps its own pair of windows. Incarnations are random, so
+a receiver cannot tell an older one from a newer one: a datagram of an incarnation it has
+not heard could be the sender's restart, or a late or replayed datagram of a previous
+life (a receiver that restarted after the sender did has only heard the live one). So
+nothing is retired on sight: each incarnation is deduplicated against its own windows,
+and the live one keeps working whatever else arrives. (Retiring the current incarnation
+when an unknown one appeared let one replayed datagram of a sender's previous life lock
+its live incarnation out until it restarted again.) A sender keeps its ``retired_max + 1``
+most recently heard incarnations (LRU); one pushed out and heard again starts fresh
+windows. The table keeps at most ``max_senders`` states and evicts the least recently
+heard sender (counted); a sender evicted and heard again starts a fresh window, so a
+retransmission of something it had already delivered could be delivered again: the
+application's own sessions (client id, sequence) are the last line of defence there.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict, deque
+from collections import OrderedDict
 
 NEW = 0
 DUPLICATE = 1
 TOO_OLD = 2
-STALE_INCARNATION = 3
 
 UNRELIABLE = 0
 RELIABLE = 1
@@ -64,12 +69,12 @@ class DedupeWindow:
 
 
 class _Sender:
-    __slots__ = ("incarnation", "retired", "windows")
+    """The windows of each incarnation heard from one sender, least recently heard first."""
 
-    def __init__(self, incarnation: int, window: int, retired_max: int) -> None:
-        self.incarnation = incarnation
-        self.retired: deque[int] = deque(maxlen=retired_max)
-        self.windows = (DedupeWindow(window), DedupeWindow(window))
+    __slots__ = ("lives",)
+
+    def __init__(self) -> None:
+        self.lives: OrderedDict[int, tuple[DedupeWindow, DedupeWindow]] = OrderedDict()
 
 
 class SenderTable:
@@ -97,27 +102,30 @@ class SenderTable:
         return len(self._senders)
 
     def observe(self, sender: str, incarnation: int, channel: int, msg_id: int) -> int:
-        """Classify one datagram: NEW, DUPLICATE, TOO_OLD or STALE_INCARNATION."""
+        """Classify one datagram: NEW, DUPLICATE or TOO_OLD (in its incarnation's window)."""
         senders = self._senders
         state = senders.get(sender)
         if state is None:
             if len(senders) >= self.max_senders:
                 senders.popitem(last=False)
                 self.counters["senders_evicted"] += 1
-            state = senders[sender] = _Sender(incarnation, self.window, self.retired_max)
+            state = senders[sender] = _Sender()
             self.counters["senders_new"] += 1
         else:
             senders.move_to_end(sender)
-            if state.incarnation != incarnation:
-                if incarnation in state.retired:
-                    return STALE_INCARNATION
-                state.retired.append(state.incarnation)
-                state.incarnation = incarnation
-                state.windows = (DedupeWindow(self.window), DedupeWindow(self.window))
+        lives = state.lives
+        windows = lives.get(incarnation)
+        if windows is None:
+            if lives:
                 self.counters["new_incarnation"] += 1
-        return state.windows[channel].observe(msg_id)
+                if len(lives) > self.retired_max:
+                    lives.popitem(last=False)
+            windows = lives[incarnation] = (DedupeWindow(self.window), DedupeWindow(self.window))
+        else:
+            lives.move_to_end(incarnation)
+        return windows[channel].observe(msg_id)
 
     def incarnation_of(self, sender: str) -> int | None:
         """The incarnation of ``sender`` last heard, if it is still in the table."""
         state = self._senders.get(sender)
-        return None if state is None else state.incarnation
+        return None if state is None else next(reversed(state.lives))

@@ -319,9 +319,6 @@ class ReliableEndpoint(Generic[A]):
         reliable = bool(r.flags & FLAG_ACK_REQUESTED)
         channel = dedupe.RELIABLE if reliable else dedupe.UNRELIABLE
         verdict = self._senders.observe(r.sender, r.incarnation, channel, r.msg_id)
-        if verdict == dedupe.STALE_INCARNATION:
-            self.counters["stale_incarnation"] += 1
-            return []
         if verdict == dedupe.TOO_OLD:
             self.counters["replays"] += 1
             return []
