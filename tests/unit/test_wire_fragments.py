@@ -163,3 +163,17 @@ def test_reassembler_timeout() -> None:
     assert r.expire(3.5) == 1 and len(r) == 0  # group 1, idle since 1.5
     assert r.counters["reassembly_expired"] == 2 and r.bytes_reserved == 0
     assert r.next_deadline() is None
+
+
+def test_reassembler_bounds_pieces_not_just_bytes() -> None:
+    """Each stored piece costs ~100 bytes of dict, int and bytes objects however short it
+    is: groups of 65,535 two-byte pieces reserve 128 KB each but held ~7 MB, so the default
+    byte budget (64 MB) let 64 such groups hold ~450 MB. Pieces are bounded too."""
+    r: Reassembler[int] = Reassembler()  # the defaults the endpoint uses
+    n = 65_535
+    for group in range(8):
+        for i in range(n - 1):  # never complete
+            r.add(group, _frag(i, n, 2 * n, b"ab", group), 0.0)
+    held = sum(len(g.chunks) for g in r._groups.values())
+    assert held <= 4 * n
+    assert r.counters["reassembly_evicted"] >= 4

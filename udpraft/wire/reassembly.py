@@ -6,7 +6,9 @@ Fragments are grouped by a caller-chosen key (the reliability layer uses
 ``(sender, incarnation, group_id)``). A group reserves its declared ``total_len`` the moment
 its first fragment arrives, so the memory bound holds no matter how the remaining pieces
 trickle in: ``bytes_reserved <= max_total_bytes`` and ``len(self) <= max_messages`` at all
-times. Making room evicts the least recently active group; a group with no activity for
+times. It also reserves its declared ``count`` against ``max_pieces``: a stored piece costs
+~107 bytes of dict slot, int key and bytes object however short it is, so without that
+bound 64 groups of 65,535 two-byte pieces (128 KB reserved each) held ~450 MB. Making room evicts the least recently active group; a group with no activity for
 ``timeout_s`` is dropped by :meth:`expire`. A fragment that disagrees with its group
 (count, total length, more bytes than declared) kills the group. Every drop is counted in
 ``counters`` under ``<prefix><what>``.
@@ -26,6 +28,7 @@ from collections.abc import Hashable
 from typing import Generic, TypeVar
 
 from udpraft.wire.envelope import DEFAULT_MAX_MESSAGE
+from udpraft.wire.fields import MAX_FRAGMENTS
 from udpraft.wire.messages import Fragment
 
 K = TypeVar("K", bound=Hashable)
@@ -54,16 +57,18 @@ class Reassembler(Generic[K]):
         *,
         max_total_bytes: int = 4 * DEFAULT_MAX_MESSAGE,
         max_messages: int = 64,
+        max_pieces: int = 4 * MAX_FRAGMENTS,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE,
         timeout_s: float = 10.0,
         remember_completed: int = 4096,
         counters: dict[str, int] | None = None,
         prefix: str = "reassembly_",
     ) -> None:
-        if max_total_bytes < 1 or max_messages < 1 or max_message_bytes < 1 or timeout_s <= 0:
+        if min(max_total_bytes, max_messages, max_pieces, max_message_bytes) < 1 or timeout_s <= 0:
             raise ValueError("reassembly bounds must be positive")
         self.max_total_bytes = max_total_bytes
         self.max_messages = max_messages
+        self.max_pieces = max_pieces
         self.max_message_bytes = max_message_bytes
         self.timeout_s = timeout_s
         self.counters = {} if counters is None else counters
@@ -72,6 +77,7 @@ class Reassembler(Generic[K]):
             self.counters.setdefault(prefix + name, 0)
         self._groups: OrderedDict[K, _Group] = OrderedDict()  # least recently active first
         self._reserved = 0
+        self._pieces = 0  # sum of the groups' declared counts
         self._completed: OrderedDict[K, None] = OrderedDict()
         self._remember = max(remember_completed, 0)
 
@@ -88,6 +94,7 @@ class Reassembler(Generic[K]):
     def _drop(self, key: K) -> None:
         group = self._groups.pop(key)
         self._reserved -= group.total_len
+        self._pieces -= group.count
 
     def add(self, key: K, frag: Fragment, now: float) -> bytes | None:
         """Store one piece; return the whole datagram when this piece completes it."""
@@ -97,18 +104,22 @@ class Reassembler(Generic[K]):
             if key in self._completed:
                 self._count("late")
                 return None
-            if total > self.max_message_bytes or total > self.max_total_bytes:
+            count = frag.count
+            if total > self.max_message_bytes or total > self.max_total_bytes \
+                    or count > self.max_pieces:
                 self._count("too_big")
                 return None
             groups = self._groups
             while groups and (
                 len(groups) >= self.max_messages or self._reserved + total > self.max_total_bytes
+                or self._pieces + count > self.max_pieces
             ):
                 self._drop(next(iter(groups)))
                 self._count("evicted")
             group = _Group(frag.count, total, now)
             groups[key] = group
             self._reserved += total
+            self._pieces += count
         else:
             if frag.count != group.count or total != group.total_len:
                 self._drop(key)
