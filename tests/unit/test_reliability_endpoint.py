@@ -17,6 +17,7 @@ from udpraft.reliability import (
 )
 from udpraft.wire import (
     Ack,
+    ClientBatch,
     ClientKind,
     ClientRequest,
     ClientResponse,
@@ -216,6 +217,19 @@ def test_replayed_old_incarnation_does_not_lock_out_the_live_one() -> None:
     for data, _ in b.datagrams_to_send(2.0):
         a2.receive_datagram(data, "B", 2.0)
     assert a2.unacked() == 0 and a2.counters["gave_up"] == 0
+
+
+def test_fragmented_client_batch_is_delivered_per_request() -> None:
+    """A ClientBatch too big for one datagram travels in fragments; it must come out as one
+    Delivery per request, as an unfragmented one does (the runtime has no ClientBatch
+    handler: a batch delivered whole was counted drop_unexpected, already acked)."""
+    a, b = pair()
+    batch = ClientBatch(tuple(req(i, b"x" * 2000) for i in range(40)))  # ~80 KB
+    assert a.send("B", batch, True, 0.0) and a.counters["fragmented"] == 1
+    got = carry(a, "A", b, 0.0)
+    assert [d.msg.req_id for d in got] == list(range(40))
+    assert all(d.reliable and d.sender == "n1" for d in got)
+    assert b.counters["client_batches_in"] == 1 and b.counters["delivered"] == 40
 
 
 def carry_list(

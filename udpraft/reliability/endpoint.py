@@ -334,7 +334,7 @@ class ReliableEndpoint(Generic[A]):
         if isinstance(msg, Fragment):
             return self._on_fragment(addr, r, msg, now)
         if type(msg) is ClientBatch:
-            return self._on_client_batch(addr, r, msg, now)
+            return self._on_client_batch(addr, r.sender, r.incarnation, r.msg_id, reliable, msg, now)
         self.counters["delivered"] += 1
         return [Delivery(msg, r.sender, r.incarnation, addr, r.msg_id, reliable)]
 
@@ -354,11 +354,14 @@ class ReliableEndpoint(Generic[A]):
         if isinstance(inner.msg, Ack | Fragment):
             self.counters["nested"] += 1
             return []
+        if type(inner.msg) is ClientBatch:
+            batch = inner.msg
+            return self._on_client_batch(addr, r.sender, r.incarnation, inner.msg_id, True, batch, now)
         self.counters["delivered"] += 1
         return [Delivery(inner.msg, r.sender, r.incarnation, addr, inner.msg_id, True)]
 
     def _on_client_batch(
-        self, addr: A, r: Decoded, batch: ClientBatch, now: float
+        self, addr: A, sender: str, inc: int, msg_id: int, rel: bool, batch: ClientBatch, now: float
     ) -> list[Delivery[A]]:
         marks = self._batch_addrs
         if addr in marks:
@@ -372,7 +375,6 @@ class ReliableEndpoint(Generic[A]):
         self.counters["client_batches_in"] += 1
         self.counters["client_batched_requests"] += n
         self.counters["delivered"] += n
-        sender, inc, msg_id, rel = r.sender, r.incarnation, r.msg_id, bool(r.flags & FLAG_ACK_REQUESTED)
         return [Delivery(req, sender, inc, addr, msg_id, rel) for req in batch.requests]
 
     def _queue_ack(self, addr: A, sender: str, incarnation: int, msg_id: int, now: float) -> None:
