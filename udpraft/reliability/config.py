@@ -90,11 +90,10 @@ class PendingSend:
 
 
 class PeerState:
-    __slots__ = ("backlog", "next_rel", "next_unrel", "rtt", "unacked")
+    __slots__ = ("backlog", "next_rel", "rtt", "unacked")
 
     def __init__(self, first_id: int, rtt: RttEstimator) -> None:
         self.next_rel = first_id
-        self.next_unrel = first_id
         self.unacked: dict[int, PendingSend] = {}  # insertion order = id order
         self.backlog: deque[EncodedBody] = deque()
         self.rtt = rtt

@@ -20,15 +20,20 @@ Policy per message class (see :func:`reliable_by_default`)
 
 Message ids and windows
 -----------------------
-Each destination address has two id sequences: reliable and unreliable. The receiver keeps
-a dedupe window per (sender, incarnation, channel) (dedupe.py). A reliable id is admitted
-only while ``id - oldest_unacked < window_msgs <= dedupe_window``, so every id the sender
-may still retransmit lies inside the receiver's window: an id below it is a replay, never
-a late retransmission. Messages that do not fit the window wait in a per-peer backlog.
-A peer state is created with ids above every id this incarnation has used, so evicting an
-idle peer state (LRU, ``max_peers``) can never make ids repeat. One receiver must be
-reached through one address per sender incarnation; call :meth:`forget_peer` when a
-node's address changes.
+Reliable ids run in one sequence per destination address; unreliable ids (Raft messages,
+ACKs, unreliable responses) in one sequence for the whole endpoint. The receiver keeps a
+dedupe window per (sender, incarnation, channel) (dedupe.py), whatever address it was
+reached at, and ACKs go to the address a datagram came from, which need not be the one we
+send to (``localhost`` configured, ``127.0.0.1`` seen): with a sequence per address, the
+ACKs' and the Raft messages' ids collided at the receiver, which dropped one of each pair
+as a duplicate. Unreliable ids are never retransmitted, so they need not be dense. A
+reliable id is admitted only while ``id - oldest_unacked < window_msgs <= dedupe_window``,
+so every id the sender may still retransmit lies inside the receiver's window: an id below
+it is a replay, never a late retransmission. Messages that do not fit the window wait in a
+per-peer backlog. A peer state is created with ids above every id this incarnation has
+used, so evicting an idle peer state (LRU, ``max_peers``) can never make ids repeat.
+Reliable messages to one receiver must go through one address per sender incarnation; call
+:meth:`forget_peer` when a node's address changes.
 
 Acknowledgements
 ----------------
@@ -195,9 +200,8 @@ class ReliableEndpoint(Generic[A]):
             return False
         if reliable:
             return self._enqueue_reliable(addr, peer, [body], now)
-        msg_id = peer.next_unrel
-        peer.next_unrel += 1
-        self._id_floor = max(self._id_floor, peer.next_unrel)
+        msg_id = self._id_floor  # unreliable ids: one sequence for all peers (see above)
+        self._id_floor += 1
         self.counters["sent_unreliable"] += 1
         return self._emit(seal(body, self.ctx, msg_id=msg_id), addr)
 
@@ -478,9 +482,8 @@ class ReliableEndpoint(Generic[A]):
         peer = self._peer(addr)
         if peer is None:
             return False
-        msg_id = peer.next_unrel
-        peer.next_unrel += 1
-        self._id_floor = max(self._id_floor, peer.next_unrel)
+        msg_id = self._id_floor  # unreliable ids: one sequence for all peers (see above)
+        self._id_floor += 1
         self.counters["sent_unreliable"] += 1
         self._emit(seal(body, self.ctx, msg_id=msg_id), addr)
         return True
@@ -494,15 +497,11 @@ class ReliableEndpoint(Generic[A]):
                 continue
             del self._acks[key]
             addr, sender, incarnation = key
-            peer = self._peer(addr)
-            if peer is None:
-                continue
             ranges = to_ranges(batch.ids)
             for i in range(0, len(ranges), per_datagram):
                 body = encode_body(Ack(incarnation, tuple(ranges[i : i + per_datagram])), sender)
-                msg_id = peer.next_unrel
-                peer.next_unrel += 1
-                self._id_floor = max(self._id_floor, peer.next_unrel)
+                msg_id = self._id_floor
+                self._id_floor += 1
                 out.append((seal(body, self.ctx, msg_id=msg_id), addr))
                 self.counters["acks_sent"] += 1
             self.counters["ack_ids_sent"] += len(batch.ids)
