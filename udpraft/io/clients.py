@@ -21,6 +21,7 @@ from udpraft.core.types import Entry
 from udpraft.reliability.endpoint import ReliableEndpoint
 from udpraft.service.logservice import APP_PREFIX, LogService
 from udpraft.wire import ClientKind, ClientRequest, ClientResponse, Forward, entries_to_wire
+from udpraft.wire.envelope import MAX_U63
 
 Addr = tuple[str, int]
 MAX_WAITERS = 200_000  # client requests waiting for their entry to apply
@@ -62,7 +63,9 @@ class ClientHandling:
             not isinstance(seqs, list)
             or len(seqs) != len(req.blobs)
             or not seqs
-            or not all(type(s) is int and s > 0 for s in seqs)
+            # every seq travels in the log's appends, which carry u63s only: a larger one
+            # would be an entry no follower accepts, stalling every commit after it
+            or not all(type(s) is int and 0 < s < MAX_U63 for s in seqs)
         ):
             self._reply_error(ClientKind.SUBMIT, req.req_id, reply_to, "bad_request", "seqs/payloads mismatch")
             return
