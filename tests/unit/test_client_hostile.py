@@ -133,3 +133,99 @@ def test_a_seq_beyond_the_wire_range_cannot_stall_the_cluster() -> None:
     good_done, bad_answers = asyncio.run(main())
     assert good_done == [1], "a later submit of another client never committed"
     assert [r.body.get("error") for r in bad_answers] == ["bad_request"]
+
+
+# ---------------------------------------------------------------- "expired" after a lost answer
+
+
+class _Proto(asyncio.DatagramProtocol):
+    """A node on a real UDP socket whose answers pass through ``drop`` first."""
+
+    def __init__(self, rt: NodeRuntime, drop: Callable[[bytes], bool]) -> None:
+        self.rt, self.drop = rt, drop
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        proto = self
+
+        class Lossy:
+            def sendto(self, data: bytes, addr: Addr) -> None:
+                if not proto.drop(data):
+                    transport.sendto(data, addr)  # type: ignore[attr-defined]
+
+            def close(self) -> None:
+                transport.close()
+
+        self.rt.attach(Lossy())  # type: ignore[arg-type]
+
+    def datagram_received(self, data: bytes, addr: Addr) -> None:
+        self.rt.datagram_received(data, addr)
+
+
+async def lossy_node(
+    drop: Callable[[bytes], bool], window: int = 4096, max_sessions: int = 100_000
+) -> tuple[NodeRuntime, str]:
+    import socket
+
+    from udpraft.service.logservice import LogService
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    me = sock.getsockname()
+    cfg = ClusterConfig("t", (NodeAddr("n1", me, ("127.0.0.1", 1)),))
+    rt = NodeRuntime("n1", cfg, SECRET, MemoryLogStore(),
+                     raft_config=Config(election_ticks=5, heartbeat_ticks=1))
+    rt.service = LogService(session_window=window)
+    rt.service.sessions.max_sessions = max_sessions
+    await asyncio.get_running_loop().create_datagram_endpoint(lambda: _Proto(rt, drop), sock=sock)
+    assert await until(lambda: rt.raft.role == Role.LEADER, 5.0)
+    await asyncio.sleep(0.05)
+    return rt, f"{me[0]}:{me[1]}"
+
+
+class DropFirstAnswer:
+    """Drops the first answer that reports ``seq`` of the session ``ctx`` of a client."""
+
+    def __init__(self) -> None:
+        self.core: ClientCore | None = None
+        self.seq = 0
+        self.dropped = 0
+
+    def __call__(self, data: bytes) -> bool:
+        if self.core is None or self.dropped:
+            return False
+        from udpraft.client.core import responses_in
+
+        for r in responses_in(data, self.core.ctx):
+            if r.ok and any(s == self.seq for s, _i, _t in r.body.get("done", [])):
+                self.dropped += 1
+                return True
+        return False
+
+
+def test_async_retry_after_a_lost_answer_gets_the_answer() -> None:
+    """AsyncClient's submit applies and its answer is lost: a retry (same request, same
+    seq) must reach the node and be answered from the session (the original index). The
+    node dedupes datagrams by message id, so a retry that re-sends the first try's bytes
+    is dropped as a duplicate datagram, whatever its request."""
+    from udpraft.client.aio import AsyncClient
+
+    async def main() -> tuple[int, int, int]:
+        drop = DropFirstAnswer()
+        rt, addr = await lossy_node(drop)
+        c = AsyncClient({"n1": addr}, SECRET, "t")
+        try:
+            await c.submit(b"open")
+            drop.core, drop.seq = c.core, 2
+            res = await c.submit(b"lost answer", timeout=3)
+            index = next(e.index for e in await c.retrieve(1) if e.data == b"lost answer")
+            return drop.dropped, res.index, index
+        finally:
+            await c.close()
+            await rt.stop()
+
+    dropped, acked, index = asyncio.run(main())
+    assert dropped == 1 and acked == index
+
+
+def payload_count(entries: list[tuple[int, bytes]], data: bytes) -> int:
+    return sum(1 for _i, d in entries if d == data)

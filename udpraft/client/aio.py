@@ -312,11 +312,13 @@ class AsyncClient:
             addr = self.core.nodes[node]
         else:
             _, addr = self.core.target(call.attempt)
-        call.attempt += 1
         if self.mux is not None:
             self.mux.send(call.req, addr)
         else:
+            if call.attempt:  # a retry: same request, new message id (nodes dedupe by id)
+                call.data = self.core.encode(call.req)
             tr.sendto(call.data, addr)
+        call.attempt += 1
         loop = asyncio.get_running_loop()
         wait = min(call.try_s, max(0.0, call.deadline - time.monotonic()))
         call.due = due = loop.time() + wait
