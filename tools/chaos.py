@@ -59,7 +59,7 @@ from tools.checker import (
 from tools.localcluster import free_base_port
 from udpraft.client.blocking import Client
 from udpraft.config import load_secret
-from udpraft.errors import Timeout, UdpRaftError
+from udpraft.errors import SessionExpired, Timeout, UdpRaftError
 
 KV_KEYS = 4
 
@@ -113,7 +113,7 @@ class Workers:
                 op = self.rec.invoke(name, "submit", "log", payload)
                 try:
                     r = c.submit(payload.encode(), timeout=3.0)
-                except Timeout:
+                except (Timeout, SessionExpired):  # either may have applied: unknown
                     self.rec.timeout(op)
                     continue
                 except UdpRaftError:

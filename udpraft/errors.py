@@ -17,7 +17,10 @@ class NoQuorum(UdpRaftError):
 
 
 class SessionExpired(UdpRaftError):
-    """The client's session expired on the cluster; the client opens a new one."""
+    """The client's session expired on the cluster; the client opens a new one for later
+    calls. A submit that raises it may or may not have been applied: an earlier try may
+    have been, before the session ended (one refused on its only try is sent again in
+    the new session instead)."""
 
 
 class Rejected(UdpRaftError):

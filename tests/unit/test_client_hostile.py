@@ -229,3 +229,79 @@ def test_async_retry_after_a_lost_answer_gets_the_answer() -> None:
 
 def payload_count(entries: list[tuple[int, bytes]], data: bytes) -> int:
     return sum(1 for _i, d in entries if d == data)
+
+
+def test_pipelined_retry_refused_as_expired_is_not_applied_again() -> None:
+    """A pipelining client's submit applies, its answer is lost, and more than ``window``
+    later seqs apply before the retry: the retry is refused ("expired": the session no
+    longer remembers that seq). The first copy did apply, so the client must not send the
+    payload again in a new session: the submit fails with SessionExpired (outcome
+    unknown), and retrieve holds the payload once."""
+    from udpraft.client.aio import AsyncClient
+    from udpraft.errors import SessionExpired
+
+    async def main() -> tuple[str, list[tuple[int, bytes]]]:
+        drop = DropFirstAnswer()
+        rt, addr = await lossy_node(drop, window=8)
+        c = AsyncClient({"n1": addr}, SECRET, "t")
+        try:
+            await c.submit(b"open")
+            drop.core, drop.seq = c.core, 2
+            victim = asyncio.create_task(c.submit(b"victim", timeout=5))
+            assert await until(lambda: drop.dropped == 1, 2.0)
+            await asyncio.gather(*(c.submit(b"later-%d" % i) for i in range(12)))  # < 0.25 s
+            try:
+                outcome = f"ok {await victim}"
+            except SessionExpired as e:
+                outcome = f"expired {e}"
+            ents = await c.retrieve(1)
+            return outcome, [(e.index, e.data) for e in ents]
+        finally:
+            await c.close()
+            await rt.stop()
+
+    outcome, ents = asyncio.run(main())
+    assert payload_count(ents, b"victim") == 1, (outcome, ents)
+    assert outcome.startswith("expired"), outcome
+
+
+def test_blocking_retry_of_an_evicted_session_is_not_applied_again() -> None:
+    """The blocking client's submit applies, its answer is lost, and its session is
+    evicted (other sessions filled the table) before the retry: the retry is refused as
+    "expired". The client must not resubmit the payload in a new session."""
+    from udpraft.client.aio import AsyncClient
+    from udpraft.client.blocking import Client
+    from udpraft.errors import SessionExpired
+
+    async def main() -> tuple[str, list[tuple[int, bytes]]]:
+        drop = DropFirstAnswer()
+        rt, addr = await lossy_node(drop, max_sessions=2)
+        loop = asyncio.get_running_loop()
+        c = Client({"n1": addr}, SECRET, "t")
+        others = [AsyncClient({"n1": addr}, SECRET, "t") for _ in range(3)]
+        try:
+            await loop.run_in_executor(None, c.submit, b"open")
+            drop.core, drop.seq = c.core, 2
+
+            def victim() -> str:
+                try:
+                    return f"ok {c.submit(b'victim', timeout=5)}"
+                except SessionExpired as e:
+                    return f"expired {e}"
+
+            fut = loop.run_in_executor(None, victim)
+            assert await until(lambda: drop.dropped == 1, 2.0)
+            for o in others:  # two newer sessions evict the client's (max_sessions=2)
+                await o.submit(b"other")
+            outcome = await fut
+            ents = await others[0].retrieve(1)
+            return outcome, [(e.index, e.data) for e in ents]
+        finally:
+            c.close()
+            for o in others:
+                await o.close()
+            await rt.stop()
+
+    outcome, ents = asyncio.run(main())
+    assert payload_count(ents, b"victim") == 1, (outcome, ents)
+    assert outcome.startswith("expired"), outcome

@@ -30,7 +30,13 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from udpraft.client.blocking import TRY_TIMEOUT_S, TRY_TIMEOUT_S_MAX, _secret_from_env
+from udpraft.client.blocking import (
+    TRY_TIMEOUT_S,
+    TRY_TIMEOUT_S_MAX,
+    _NotApplied,
+    _secret_from_env,
+    expired_error,
+)
 from udpraft.client.core import (
     ClientCore,
     Entry,
@@ -155,13 +161,19 @@ class AsyncClient:
             if self.core.opened:  # the common case, inline: one coroutine frame per submit
                 try:
                     return await self._enqueue(bytes(data), deadline)
+                except _NotApplied:
+                    self._reset_session()  # refused on its only try: send it in a new session
                 except SessionExpired:
-                    self._reset_session()  # refused, so not applied: retry in a new session
+                    self._reset_session()  # an earlier try may have applied: outcome unknown
+                    raise
             for _ in range(2):
                 try:
                     return await self._submit_once(bytes(data), deadline)
+                except _NotApplied:
+                    self._reset_session()
                 except SessionExpired:
                     self._reset_session()
+                    raise
             raise SessionExpired("the cluster keeps expiring this client's sessions")
         finally:
             self._release_slot()
@@ -392,7 +404,7 @@ class AsyncClient:
             return
         code = str(resp.body.get("error", ""))
         if code == "expired":
-            self._finish(call, SessionExpired(str(resp.body.get("message", ""))))
+            self._finish(call, expired_error(call.attempt, str(resp.body.get("message", ""))))
         elif code in ("too_large", "bad_request"):
             self._finish(call, Rejected(str(resp.body.get("message", code))))
         elif code in ("not_leader", "no_leader", "busy", "unavailable"):

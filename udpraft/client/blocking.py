@@ -71,9 +71,12 @@ class Client:
             req = core.submit_request(core.new_req_id(), [seq], [bytes(data)])
             try:
                 resp = self._call(req, max(0.01, deadline - time.monotonic()))
-            except SessionExpired:
-                core.new_session()  # refused, so not applied: retry in a fresh session
+            except _NotApplied:
+                core.new_session()  # refused on its only try, so not applied: a fresh session
                 continue
+            except SessionExpired:
+                core.new_session()  # an earlier try may have applied it: outcome unknown
+                raise
             except Timeout:
                 if not core.opened:
                     core.new_session()  # later seqs could not be matched to this session
@@ -148,7 +151,7 @@ class Client:
             code = str(resp.body.get("error", ""))
             last_error = code
             if code == "expired":
-                raise SessionExpired(str(resp.body.get("message", "session expired")))
+                raise expired_error(attempt, str(resp.body.get("message", "session expired")))
             if code in ("too_large", "bad_request"):
                 raise Rejected(str(resp.body.get("message", code)))
             if code in ("no_leader", "busy", "not_leader", "unavailable"):
@@ -176,6 +179,18 @@ class Client:
             for resp in self.core.parse_all(data):
                 if resp.req_id == req.req_id and resp.kind == req.kind:
                     return resp
+
+
+class _NotApplied(SessionExpired):
+    """An "expired" refusal of a request sent only once: that one entry is the request's
+    only copy in the log, and it was refused, so the payload may be sent again in a new
+    session. After several tries an earlier copy may have applied before the session
+    ended (a lost answer): that refusal is a plain SessionExpired, the outcome unknown."""
+
+
+def expired_error(tries: int, message: str) -> SessionExpired:
+    """What an "expired" answer to a request sent ``tries`` times means for its caller."""
+    return _NotApplied(message) if tries == 1 else SessionExpired(message)
 
 
 def _secret_from_env() -> bytes:
