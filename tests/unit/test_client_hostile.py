@@ -305,3 +305,78 @@ def test_blocking_retry_of_an_evicted_session_is_not_applied_again() -> None:
     outcome, ents = asyncio.run(main())
     assert payload_count(ents, b"victim") == 1, (outcome, ents)
     assert outcome.startswith("expired"), outcome
+
+
+# ---------------------------------------------------------------- a leader that lost its term
+
+
+def test_a_deposed_leader_sends_its_waiters_away_and_a_retry_there_is_proposed() -> None:
+    """A leader cut off from the others proposes a submit that cannot commit, then steps
+    down (check-quorum). It must tell the waiting client to go to the leader and forget
+    the waiter: were it to lead again, a retry there used to join the stale waiter instead
+    of proposing, and waited forever (each retry keeping the waiter young)."""
+
+    async def main() -> tuple[list[str], list[int], list[bytes]]:
+        net, rts = await cluster()
+        try:
+            first = leader_of(rts)
+            assert first is not None
+            others = [rt for rt in rts if rt is not first]
+            cl = ClientCore({"n1": ("10.0.0.1", 1001)}, "t", SECRET)
+            r1 = submit(cl, first, [1], [b"a"])
+            assert await until(lambda: bool(done_seqs(cl, net, r1)), 2.0)
+            first.faults.partitioned = {rt.id for rt in others}  # cut both ways
+            for rt in others:
+                rt.faults.partitioned = {first.id}
+            r2 = submit(cl, first, [2], [b"b"])  # proposed, cannot commit
+            assert await until(lambda: first.raft.role != Role.LEADER, 5.0), "no step-down"
+            told = [str(r.body.get("error")) for r in answers(cl, net) if r.req_id == r2]
+            waiting = len(first._waiters)
+            first.faults.heal()
+            for rt in others:
+                rt.faults.heal()
+            assert await until(lambda: (ld := leader_of(rts)) is not None
+                               and ld.raft.log.committed >= ld.raft.log.last_index(), 5.0)
+            ld = leader_of(rts)
+            assert ld is not None
+            if ld is not first:  # lead again: the stale waiter, if any, would be found here
+                assert await until(lambda: first.raft.log.last_index() == ld.raft.log.last_index(), 5.0)
+                ld.transfer_leadership(first.id)
+                assert await until(lambda: leader_of(rts) is first, 5.0), "no transfer"
+            r3 = submit(cl, first, [2], [b"b"])  # the client's retry of seq 2
+            await until(lambda: bool(done_seqs(cl, net, r3)), 2.0)
+            await asyncio.sleep(0.1)
+            entries, _nxt, _more = first.retrieve_entries(1, 1 << 20)
+            return told, [waiting, *done_seqs(cl, net, r3)], [e.data for e in entries]
+        finally:
+            await stop(rts)
+
+    told, (waiting, *done), datas = asyncio.run(main())
+    assert told and set(told) <= {"not_leader", "no_leader"}, told  # sent away at once
+    assert waiting == 0
+    assert done == [2], "the retry at the re-elected leader was never proposed"
+    assert datas == [b"a", b"b"]  # each payload once
+
+
+def test_retries_of_one_stuck_request_are_bounded() -> None:
+    """A request that cannot commit (no quorum) keeps its retries waiting, but no more
+    than MAX_WAITERS_PER_KEY of them: the newest, which the client still listens for."""
+    from udpraft.io.clients import MAX_WAITERS_PER_KEY
+
+    async def main() -> tuple[int, list[int]]:
+        _net, rts = await cluster()
+        try:
+            first = leader_of(rts)
+            assert first is not None
+            first.faults.partitioned = {rt.id for rt in rts if rt is not first}
+            cl = ClientCore({"n1": ("10.0.0.1", 1001)}, "t", SECRET)
+            ids = [submit(cl, first, [1], [b"a"]) for _ in range(50)]
+            ws = first._waiters.get((cl.client_id, 1), [])
+            return len(first._waiters), [req_id for req_id, _a, _t in ws] + [-1, *ids]
+        finally:
+            await stop(rts)
+
+    keys, got = asyncio.run(main())
+    kept, ids = got[: got.index(-1)], got[got.index(-1) + 1 :]
+    assert keys == 1
+    assert kept == ids[-MAX_WAITERS_PER_KEY:]

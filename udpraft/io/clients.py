@@ -4,7 +4,8 @@ How this works: part of NodeRuntime (a mixin; runtime.py owns the state it decla
 A submit on a follower is forwarded to the leader, which answers the client directly. On the
 leader each (client id, seq) is proposed once: a retry of a request already in the log waits
 for that entry, and one already applied is answered from the session table. Waiters are
-bounded (``MAX_WAITERS``, then "busy") and forgotten after ``WAITER_TTL_S``. Retrieve is a
+bounded (``MAX_WAITERS`` requests, then "busy"; ``MAX_WAITERS_PER_KEY`` tries of one), forgotten
+after ``WAITER_TTL_S``, and sent to the leader when this node stops leading. Retrieve is a
 linearizable read (ReadIndex) answered in pages of at most ``RETRIEVE_MAX_BYTES``.
 """
 
@@ -25,6 +26,7 @@ from udpraft.wire.envelope import MAX_U63
 
 Addr = tuple[str, int]
 MAX_WAITERS = 200_000  # client requests waiting for their entry to apply
+MAX_WAITERS_PER_KEY = 8  # retries of one (client, seq) waiting together; the oldest go first
 WAITER_TTL_S = 30.0  # a waiter older than this is forgotten (the client has retried or left)
 MAX_ENTRY_BYTES = 60_000
 RETRIEVE_MAX_BYTES = 40_000
@@ -102,6 +104,8 @@ class ClientHandling:
             key = (cid, seq)
             ws = waiters.get(key)
             if ws is not None:  # a retry of a request already in the log: just wait for it
+                if len(ws) >= MAX_WAITERS_PER_KEY:
+                    del ws[0]  # an older try of the same request: its client has moved on
                 ws.append(waiter)
                 continue
             waiters[key] = [waiter]
@@ -113,6 +117,24 @@ class ClientHandling:
         for _data, cid, seq in props:
             for req_id, addr, _t in self._waiters.pop((cid, seq), []):
                 self._reply_error(ClientKind.SUBMIT, req_id, addr, code, code, leader)
+
+    def _lost_leadership(self) -> None:
+        """This node stopped leading. The entries its waiters wait for may never commit (a
+        new leader can overwrite them), and were this node to lead again, a retry here
+        would only join the stale waiter instead of proposing: the client would wait
+        forever, each retry keeping the waiter young. So every waiting request is told to
+        retry at the leader (its (client, seq) keeps the retry exactly-once) and
+        forgotten. Entries this node applies later answer nobody here."""
+        waiters, self._waiters = self._waiters, {}
+        leader = self.raft.leader
+        code = "not_leader" if leader else "no_leader"
+        told: set[tuple[int, Addr]] = set()
+        for ws in waiters.values():
+            for req_id, addr, _t in ws:
+                if (req_id, addr) not in told:  # one answer per request, not per seq
+                    told.add((req_id, addr))
+                    self._reply_error(ClientKind.SUBMIT, req_id, addr, code, "leadership lost", leader)
+        self.counters["waiters_lost_leadership"] += sum(map(len, waiters.values()))
 
     def _expire_waiters(self) -> None:
         cutoff = time.monotonic() - WAITER_TTL_S

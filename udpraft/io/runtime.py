@@ -542,6 +542,8 @@ class NodeRuntime(ClientHandling, LocalProposals, AppForwarding):
     def _note_role(self) -> None:
         r = self.raft
         if r.role != self._last_role or r.term != self._last_term:
+            if self._last_role == Role.LEADER and self._waiters:
+                self._lost_leadership()  # clients.py: tell them to retry at the leader
             if r.role == Role.LEADER and self._last_role != Role.LEADER:
                 log.info("node %s: leader for term %d", self.id, r.term)
             ev = {"ts": time.time(), "role": r.role.name.lower(), "term": r.term,
