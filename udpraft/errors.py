@@ -8,8 +8,10 @@ class UdpRaftError(Exception):
 
 
 class Timeout(UdpRaftError, TimeoutError):
-    """No answer in time. A submit that timed out may or may not have been committed;
-    retrying it with the same client is safe (it applies at most once)."""
+    """No answer in time. A submit that timed out may or may not have been committed.
+    The client retries each submit under its (client id, seq) until the timeout, which is
+    what makes it apply at most once; a new ``submit`` call of the same payload is a new
+    request (a new seq) and may apply a second time."""
 
 
 class NoQuorum(UdpRaftError):
@@ -21,6 +23,18 @@ class SessionExpired(UdpRaftError):
     calls. A submit that raises it may or may not have been applied: an earlier try may
     have been, before the session ended (one refused on its only try is sent again in
     the new session instead)."""
+
+
+class Compacted(UdpRaftError):
+    """``retrieve(start)``: the entries from ``start`` to ``first_index - 1`` are no longer
+    in the log (the nodes run with ``--snapshot-entries``: they live on only in a snapshot
+    of the state); ``retrieve(first_index)`` returns what the log still holds."""
+
+    def __init__(self, start: int, first_index: int) -> None:
+        super().__init__(f"entries {start}..{first_index - 1} were compacted into a snapshot; "
+                         f"the log starts at {first_index}")
+        self.start = start
+        self.first_index = first_index
 
 
 class Rejected(UdpRaftError):

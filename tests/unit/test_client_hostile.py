@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections.abc import Callable
+from pathlib import Path
 
 from udpraft.client.core import ClientCore
 from udpraft.config import ClusterConfig, NodeAddr
@@ -380,3 +381,54 @@ def test_retries_of_one_stuck_request_are_bounded() -> None:
     kept, ids = got[: got.index(-1)], got[got.index(-1) + 1 :]
     assert keys == 1
     assert kept == ids[-MAX_WAITERS_PER_KEY:]
+
+
+# ---------------------------------------------------------------- retrieve after compaction
+
+
+def test_retrieve_from_before_a_compacted_prefix_says_so(tmp_path: Path) -> None:
+    """With snapshots on, the log's first entries go; ``retrieve(1)`` used to return what
+    was left as if it were everything. It raises Compacted naming the first index held,
+    and retrieve from there returns the rest, in order."""
+    import socket
+
+    from udpraft.client.aio import AsyncClient
+    from udpraft.client.blocking import Client
+    from udpraft.errors import Compacted
+
+    async def main() -> tuple[int, list[bytes], int]:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.bind(("127.0.0.1", 0))
+        me = sock.getsockname()
+        cfg = ClusterConfig("t", (NodeAddr("n1", me, ("127.0.0.1", 1)),))
+        rt = NodeRuntime("n1", cfg, SECRET, MemoryLogStore(),
+                         raft_config=Config(election_ticks=5, heartbeat_ticks=1),
+                         snapshot_dir=str(tmp_path / "snaps"), snapshot_entries=10)
+        await asyncio.get_running_loop().create_datagram_endpoint(
+            lambda: _Proto(rt, lambda data: False), sock=sock)
+        assert await until(lambda: rt.raft.role == Role.LEADER, 5.0)
+        c = AsyncClient({"n1": f"{me[0]}:{me[1]}"}, SECRET, "t")
+        try:
+            for i in range(40):
+                await c.submit(b"p%d" % i)
+            assert await until(lambda: rt.raft.log.first_index() > 1, 5.0), "never compacted"
+            try:
+                await c.retrieve(1)
+                first = -1
+            except Compacted as e:
+                first = e.first_index
+            rest = [e.data for e in await c.retrieve(first)] if first > 0 else []
+            blocking_first = -1
+            with Client({"n1": f"{me[0]}:{me[1]}"}, SECRET, "t") as bc:
+                try:
+                    await asyncio.to_thread(bc.retrieve, 1)
+                except Compacted as e:
+                    blocking_first = e.first_index
+            return first, rest, blocking_first
+        finally:
+            await c.close()
+            await rt.stop()
+
+    first, rest, blocking_first = asyncio.run(main())
+    assert first > 1 and blocking_first >= first
+    assert rest and rest == [b"p%d" % i for i in range(40 - len(rest), 40)]

@@ -247,7 +247,7 @@ class AsyncClient:
         deadline = time.monotonic() + timeout
         while True:
             resp = await self._simple(ClientKind.RETRIEVE, {"start": nxt}, deadline)
-            ents = entries_of(resp)
+            ents = entries_of(resp, nxt)
             if ents is None:
                 raise Rejected("malformed retrieve answer")
             out.extend(ents)

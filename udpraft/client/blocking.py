@@ -98,7 +98,7 @@ class Client:
                 ClientKind.RETRIEVE, self.core.new_req_id(), {"start": nxt}
             )
             resp = self._call(req, max(0.05, deadline - time.monotonic()))
-            ents = entries_of(resp)
+            ents = entries_of(resp, nxt)
             if ents is None:
                 raise Rejected("malformed retrieve answer")
             out.extend(ents)

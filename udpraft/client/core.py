@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from udpraft.errors import Compacted
 from udpraft.wire import (
     ClientKind,
     ClientRequest,
@@ -177,7 +178,12 @@ def responses_in(
     return []
 
 
-def entries_of(resp: ClientResponse) -> list[Entry] | None:
+def entries_of(resp: ClientResponse, start: int) -> list[Entry] | None:
+    """The entries of a retrieve answer for ``start`` (None: malformed); raises Compacted
+    when the log no longer holds ``start`` (the node answered from its first index)."""
+    first = resp.body.get("compacted_before")
+    if type(first) is int and start < first:
+        raise Compacted(start, first)
     ents = entries_from_wire(resp.body.get("entries"), resp.blobs)
     if ents is None:
         return None
