@@ -6,13 +6,23 @@ import random
 
 import pytest
 
-from tests.helpers.raftkit import config, drain, drain_msgs, ents, make_leader, make_node, of_type
+from tests.helpers.raftkit import (
+    ELECTION,
+    config,
+    drain,
+    drain_msgs,
+    ents,
+    make_leader,
+    make_node,
+    of_type,
+)
 from udpraft.core.errors import InvalidRequest, NotLeader, ProposalDropped
 from udpraft.core.membership import Membership
 from udpraft.core.messages import (
     AppendEntries,
     AppendResp,
     Heartbeat,
+    HeartbeatResp,
     InstallSnapshot,
     PreVote,
     RequestVote,
@@ -267,3 +277,22 @@ def test_old_behaviour_without_changes() -> None:
     n = make_node("n1", ids=["n1", "n2", "n3"], log_terms=[1, 1])
     assert n.voters == ("n1", "n2", "n3") and n.quorum == 2 and n.peers == ("n2", "n3")
     assert ents([1])[0].kind == EntryKind.NORMAL
+
+
+def test_check_quorum_counts_voters_only() -> None:
+    """A leader that hears only from a learner cannot reach a quorum: it steps down."""
+    n = committed_leader()
+    n.propose_conf_change("add_learner", "n4")
+    drain(n)
+    ticks = 0
+    while n.role == Role.LEADER and ticks < 3 * ELECTION:
+        n.tick()
+        for m in drain_msgs(n):  # n4 answers everything; the voters n2, n3 are silent
+            if m.dst == "n4" and isinstance(m, Heartbeat):
+                n.step(HeartbeatResp("n4", "n1", n.term, m.ctx))
+            elif m.dst == "n4" and isinstance(m, AppendEntries):
+                n.step(AppendResp("n4", "n1", n.term, True, m.prev_index + len(m.entries)))
+        ticks += 1
+    assert n.role == Role.FOLLOWER
+    assert ticks <= 2 * ELECTION
+    assert n.counters.get("check_quorum_step_down") == 1

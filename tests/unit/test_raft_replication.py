@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from tests.helpers.raftkit import (
+    ELECTION,
     IDS3,
     IDS5,
     Network,
@@ -640,3 +641,32 @@ def test_campaign_is_a_noop_on_a_leader() -> None:
     n.campaign()
     assert n.role == Role.LEADER and n.term == term
     assert of_type(all_msgs(n.ready()), (PreVote, RequestVote)) == []
+
+
+def test_a_truncation_pulls_back_what_counts_as_durable() -> None:
+    """RAFT-NOTES §4.2 / §10.2.1: a leader counts itself only for entries on its disk. A
+    follower whose durable suffix was cut by a new leader must not go on counting the cut
+    indices as durable once it leads: its new entries there are not written yet."""
+    n = make_node("n1", IDS3, term=2, log_terms=[1, 1, 1, 1, 1])
+    assert n.log.stable == 5
+    n.step(AppendEntries("n2", "n1", 2, 2, 1, tuple(ents([2], start=3)), 0))
+    rd = drain(n)
+    assert [e.index for e in rd.entries] == [3] and n.log.last_index() == 3
+    assert n.log.stable == 3  # not 5: indices 4 and 5 hold nothing durable any more
+    # n1 wins term 3 and appends its no-op and a proposal at 4 and 5, not yet written.
+    for _ in range(3 * ELECTION):
+        n.tick()
+    assert n.role == Role.PRE_CANDIDATE
+    n.step(PreVoteResp("n3", "n1", 3, True))
+    drain(n)
+    n.step(RequestVoteResp("n3", "n1", 3, True))
+    assert n.role == Role.LEADER
+    idx = n.propose(b"x")
+    assert idx == 5
+    rd = n.ready()
+    # n3 acknowledges 5; the leader's own copy of 4..5 is still on its way to the disk, so
+    # 5 sits on one disk of three: not committed.
+    n.step(AppendResp("n3", "n1", 3, True, 5))
+    assert n.committed < 4
+    n.advance(rd)
+    assert n.committed == 5
