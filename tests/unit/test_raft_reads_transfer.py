@@ -138,6 +138,38 @@ def test_6_4_follower_read_through_the_leader() -> None:
     assert net.read_states["n2"] == [ReadState(9, idx, True)]
 
 
+def test_6_4_follower_read_whose_request_or_answer_is_lost_fails_in_time() -> None:
+    """Over UDP a ReadIndexReq or its answer can be lost while the leader stays the same.
+    The follower must still answer the read (ok=False, so the caller retries) instead of
+    keeping its id forever: 10,000 such ids made every later follower read fail at once."""
+    net = Network.of(IDS3, seed=1)
+    net.elect("n1")
+    net.run()
+    lost = {ReadIndexReq, ReadIndexResp}
+    net.drop = lambda m: type(m) in lost
+    net["n2"].read_index(9)
+    net.run()
+    for _ in range(2 * ELECTION):  # the leader's heartbeats keep arriving: n2 never doubts it
+        net.tick()
+    assert net["n2"].leader == "n1"
+    assert net.read_states["n2"] == [ReadState(9, 0, False)]
+    # A late answer to the expired read is dropped, not reported twice.
+    net["n2"].step(ReadIndexResp("n1", "n2", net["n2"].term, 9, 1, True))
+    assert drain(net["n2"]).read_states == []
+    # Many lost reads never wedge the node: once they expire, reads go to the leader again.
+    for rid in range(100, 10_100):
+        net["n2"].read_index(rid)
+    net.run()
+    for _ in range(2 * ELECTION):
+        net.tick()
+    net.drop = None
+    net.read_states["n2"] = []
+    net["n2"].read_index(20_000)
+    net.run()
+    (rs,) = net.read_states["n2"]
+    assert rs.request_id == 20_000 and rs.ok
+
+
 def test_6_4_follower_read_answered_by_a_non_leader_fails() -> None:
     f = make_node("n2", term=2)
     f.step(ReadIndexReq("n3", "n2", 2, 5))

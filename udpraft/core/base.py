@@ -46,7 +46,8 @@ class NodeBase:
     heartbeat_elapsed: int
     randomized_timeout: int
     reads: ReadOnly
-    _follower_reads: set[int]
+    _follower_reads: dict[int, int]  # follower ReadIndex id -> tick count when asked
+    _ticks: int  # ticks since start (times follower reads out)
     now_ms: int
     _need_bcast: bool
     _hs_handed: HardState

@@ -116,7 +116,8 @@ class RaftNode(Elections, Replication, Reads):
         self.randomized_timeout = 0
         self._reset_randomized_timeout()
         self.reads = ReadOnly()
-        self._follower_reads: set[int] = set()
+        self._follower_reads: dict[int, int] = {}
+        self._ticks = 0
         self.now_ms = 0
         self._need_bcast = False
         self._hs_handed = HardState(hard_state.term, hard_state.vote, 0)
@@ -145,6 +146,9 @@ class RaftNode(Elections, Replication, Reads):
     def tick(self, now_ms: int | None = None) -> None:
         if now_ms is not None and now_ms > self.now_ms:
             self.now_ms = now_ms
+        self._ticks += 1
+        if self._follower_reads:
+            self._expire_follower_reads()
         if self.role == Role.LEADER:
             self._tick_leader()
         else:
@@ -243,7 +247,7 @@ class RaftNode(Elections, Replication, Reads):
         if self.role == Role.LEADER:
             self._leader_read(PendingRead(request_id, ""))
         elif self.leader and len(self._follower_reads) < _MAX_FOLLOWER_READS:
-            self._follower_reads.add(request_id)
+            self._follower_reads[request_id] = self._ticks
             self._send(ReadIndexReq(self.id, self.leader, self.term, request_id))
         else:
             self._read_states.append(ReadState(request_id, 0, False))

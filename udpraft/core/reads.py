@@ -2,7 +2,8 @@
 
 Part of RaftNode (see base.py; the round bookkeeping is in readonly.py). A read on the
 leader waits for its no-op to commit (Raft §8), records the commit index, and is released
-once a quorum answered a heartbeat round sent after it; a follower asks the leader.
+once a quorum answered a heartbeat round sent after it; a follower asks the leader and
+gives up (ok=False) after an election timeout without an answer.
 """
 
 from __future__ import annotations
@@ -56,8 +57,21 @@ class Reads(NodeBase):
         self._leader_read(PendingRead(m.req_id, m.src))
 
     def _on_read_index_resp(self, m: ReadIndexResp) -> None:
-        if m.req_id not in self._follower_reads:
+        if self._follower_reads.pop(m.req_id, None) is None:
             self._count("drop_unknown_read")
             return
-        self._follower_reads.discard(m.req_id)
         self._read_states.append(ReadState(m.req_id, m.index, m.ok))
+
+    def _expire_follower_reads(self) -> None:
+        """Fail (ok=False) follower reads unanswered for an election timeout: over UDP the
+        request or its answer may be lost while the leader stays the same, and nothing else
+        would ever answer them (their ids piled up to the cap, then every read failed)."""
+        reads = self._follower_reads
+        deadline = self._ticks - self.cfg.election_ticks
+        while reads:
+            rid, asked = next(iter(reads.items()))  # oldest first: asked in insertion order
+            if asked > deadline:
+                return
+            del reads[rid]
+            self._read_states.append(ReadState(rid, 0, False))
+            self._count("follower_read_timeout")
