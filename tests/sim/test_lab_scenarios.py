@@ -447,3 +447,20 @@ def test_churn(unreliable: bool) -> None:
         assert log.entry(idx).data == data, f"acknowledged entry {idx} lost"
     assert len(acked) > 10, "too few entries committed to make the check meaningful"
     assert all(e.kind in (EntryKind.NOOP, EntryKind.NORMAL) for e in c.inv.committed)
+
+
+def test_a_livelock_fails_the_seed_instead_of_hanging_it() -> None:
+    """Events that keep scheduling each other at one instant (what a livelocking bug does)
+    stop at the cluster's event budget with an invariant failure naming it."""
+    from udpraft.sim.invariants import InvariantViolation
+
+    c = Cluster(1, SimConfig(nodes=3))
+    c.max_events = 20_000
+
+    def again() -> None:
+        c.at(0.0, again)
+
+    c.at(0.0, again)
+    with pytest.raises(InvariantViolation, match="livelock"):
+        c.run_for(10.0)
+    assert c.events_run == 20_001
