@@ -9,6 +9,7 @@ import pytest
 
 from tests.helpers.raftkit import (
     ELECTION,
+    HEARTBEAT,
     IDS3,
     Network,
     drain,
@@ -87,6 +88,25 @@ def test_6_4_answer_to_an_earlier_round_does_not_confirm_a_later_read() -> None:
     assert drain(n).read_states == []
     n.step(HeartbeatResp("n2", "n1", n.term, ctx2))
     assert [r.request_id for r in drain(n).read_states] == [2]
+
+
+def test_6_4_a_read_whose_round_was_lost_is_confirmed_by_the_next_heartbeat() -> None:
+    """Over UDP a round's heartbeats or their answers may all be lost. The periodic
+    heartbeat then starts a fresh round for the reads still waiting; before, its ctx was
+    0 and the read waited until another read happened to start a round."""
+    n = ready_leader()
+    n.read_index(1)
+    lost = round_of(drain_msgs(n))  # every heartbeat of this round is lost
+    assert drain(n).read_states == []
+    for _ in range(HEARTBEAT):
+        n.tick()
+    hb = of_type(drain_msgs(n), Heartbeat)
+    assert hb and {h.ctx for h in hb} == {lost + 1}
+    n.step(HeartbeatResp("n2", "n1", n.term, lost + 1))
+    assert [(r.request_id, r.ok) for r in drain(n).read_states] == [(1, True)]
+    for _ in range(HEARTBEAT):  # nothing waits: a plain heartbeat again
+        n.tick()
+    assert {h.ctx for h in of_type(drain_msgs(n), Heartbeat)} == {0}
 
 
 def test_6_4_reads_between_two_readies_share_one_round() -> None:

@@ -65,7 +65,10 @@ class Replication(NodeBase):
             self.lead_transferee = ""  # a transfer that did not finish in time is abandoned
         if self.heartbeat_elapsed >= self.cfg.heartbeat_ticks:
             self.heartbeat_elapsed = 0
-            self._bcast_heartbeat(0)
+            # Reads still unconfirmed (their round's heartbeats or answers were lost): this
+            # heartbeat is a new round for them, sent after they arrived, so an answer to it
+            # confirms them all (ReadOnly.ack). Otherwise they waited for another read.
+            self._bcast_heartbeat(self.reads.start_round() if self.reads.pending else 0)
 
     def _bcast_heartbeat(self, ctx: int) -> None:
         commit = self.log.committed
