@@ -3,7 +3,8 @@
 How this works — one asyncio loop (uvloop in production), three kinds of work:
 
 1. Inputs. A datagram is authenticated, deduplicated (reliability layer) and either stepped
-   into the core (peer messages) or handled as a client request (clients.py, a mixin). A
+   into the core (peer messages) or handled as a client request (clients.py, a mixin;
+   linearizable reads are reads.py, another). A
    timer ticks the core every ``tick_s``. Client submits are collected and proposed as one
    batch per loop turn.
 2. Drive. After inputs, ``_drive`` takes every Ready: messages that may leave now go now (a
@@ -36,7 +37,7 @@ from collections.abc import Callable
 from typing import Any
 
 from udpraft.config import ClusterConfig
-from udpraft.core.errors import NotLeader, ProposalDropped, RaftError
+from udpraft.core.errors import NotLeader, ProposalDropped
 from udpraft.core.messages import (
     MESSAGE_TYPES,
     InstallSnapshot,
@@ -54,6 +55,7 @@ from udpraft.io.faults import FaultHook
 from udpraft.io.hist import Histogram
 from udpraft.io.local import LocalBatch, LocalProposals, Waiter
 from udpraft.io.members import AddressBook, MemberChanges
+from udpraft.io.reads import LinearizableReads
 from udpraft.io.snapshot_transfer import Snapshotter
 from udpraft.io.snapshots import SnapshotStore, recover
 from udpraft.reliability.endpoint import ReliableEndpoint
@@ -73,13 +75,6 @@ from udpraft.wire.messages import SnapshotAck, SnapshotChunk
 log = logging.getLogger("udpraft.node")
 
 
-class ReadNotConfirmed(RaftError):
-    """Leadership could not be confirmed for a linearizable read; retry (maybe elsewhere)."""
-
-    def __init__(self, leader: str) -> None:
-        super().__init__(f"read not confirmed (leader: {leader or 'unknown'})")
-        self.leader = leader
-
 Addr = tuple[str, int]
 _RAFT = frozenset(MESSAGE_TYPES)
 # 32 appends of up to 56 KB in flight per follower (~1.8 MB) stay well inside the 4 MiB
@@ -93,12 +88,11 @@ DEFAULT_RAFT_CONFIG = Config(
 )
 FSYNC_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 BATCH_BUCKETS = (1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 5000.0)
-MAX_READS = 50_000
 # Committed entries whose client answers go out together (NodeRuntime._apply).
 ANSWER_CHUNK = 256
 
 
-class NodeRuntime(ClientHandling, LocalProposals, AppForwarding):
+class NodeRuntime(LinearizableReads, ClientHandling, LocalProposals, AppForwarding):
     def __init__(
         self,
         node_id: str,
@@ -386,16 +380,6 @@ class NodeRuntime(ClientHandling, LocalProposals, AppForwarding):
             self._send_raft(m)
         self.raft.advance(rd)
 
-    def _take_read_states(self, rd: Ready) -> None:
-        for rs in rd.read_states:
-            handler = self._reads.pop(rs.request_id, None)
-            if handler is None:
-                continue
-            if rs.ok:
-                self._ready_reads.append((rs.index, handler, rs))
-            else:
-                handler(rs)
-
     # ================================================================== apply
 
     def _apply(self, entries: list[Entry]) -> None:
@@ -453,30 +437,6 @@ class NodeRuntime(ClientHandling, LocalProposals, AppForwarding):
                     got.append(done)
         for (addr, req_id), done_all in replies.items():
             self._reply(ClientResponse(ClientKind.SUBMIT, req_id, True, {"done": done_all}, self.id), addr)
-
-    def _serve_reads(self) -> None:
-        if not self._ready_reads:
-            return
-        applied = self.service.applied_index
-        keep = []
-        for idx, handler, rs in self._ready_reads:
-            if idx <= applied:
-                handler(rs)
-            else:
-                keep.append((idx, handler, rs))
-        self._ready_reads = keep
-
-    def read_index(self, handler: Callable[[ReadState], None]) -> None:
-        """Linearizable read point: ``handler`` runs once applied >= the confirmed index
-        (or at once with ``ok=False`` when it cannot be confirmed)."""
-        if len(self._reads) + len(self._ready_reads) >= MAX_READS:
-            handler(ReadState(0, 0, False))
-            return
-        self._read_ids += 1
-        rid = self._read_ids
-        self._reads[rid] = handler
-        self.raft.read_index(rid)
-        self._kick()
 
     # ================================================================== sending
 
@@ -595,20 +555,3 @@ class NodeRuntime(ClientHandling, LocalProposals, AppForwarding):
     def transfer_leadership(self, target: str) -> None:
         self.raft.transfer_leadership(target)
         self._kick()
-
-    def linearizable_read(self) -> asyncio.Future[int]:
-        """Resolves with the read index once this node has applied it (ReadIndex, §6.4);
-        fails with ReadNotConfirmed when leadership could not be confirmed."""
-        assert self._loop is not None
-        fut: asyncio.Future[int] = self._loop.create_future()
-
-        def done(rs: ReadState) -> None:
-            if fut.done():
-                return
-            if rs.ok:
-                fut.set_result(rs.index)
-            else:
-                fut.set_exception(ReadNotConfirmed(self.raft.leader))
-
-        self.read_index(done)
-        return fut

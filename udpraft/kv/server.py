@@ -43,7 +43,8 @@ from aiohttp import web
 from udpraft.core.errors import NotLeader, ProposalDropped, RaftError
 from udpraft.core.ready import Role
 from udpraft.io.local import ProposalLost
-from udpraft.io.runtime import NodeRuntime, ReadNotConfirmed
+from udpraft.io.reads import ReadNotConfirmed
+from udpraft.io.runtime import NodeRuntime
 from udpraft.kv import errors
 from udpraft.kv.errors import KvError
 from udpraft.kv.forwarding import _PAST_DEADLINE, MAX_COMMAND_BYTES, WriteForwarding, _consume
