@@ -1,4 +1,5 @@
-"""``python -m udpraft submit TEXT | retrieve --start N | status | member ...`` (``--cluster FILE``).
+"""``python -m udpraft submit TEXT | retrieve --start N | status | member ...`` (``--cluster FILE``,
+before or after the command).
 
 ``member list``, ``member add ID --udp H:P --http H:P [--learner]`` (a learner, caught up,
 then promoted unless --learner), ``member promote ID``, ``member remove ID``.
@@ -29,25 +30,29 @@ def _text(data: bytes) -> dict[str, str]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m udpraft", description=__doc__)
     ap.add_argument("--cluster", default="data/cluster.json", help="cluster file")
+    # --cluster is also taken after the command (`submit hello --cluster F`): there it
+    # overrides, and when absent it leaves the value above alone (SUPPRESS).
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--cluster", default=argparse.SUPPRESS, help="cluster file")
     sub = ap.add_subparsers(dest="cmd", required=True)
-    s = sub.add_parser("submit", help="append TEXT to the log; prints index and term")
+    s = sub.add_parser("submit", parents=[common], help="append TEXT to the log; prints index and term")
     s.add_argument("text")
     s.add_argument("--timeout", type=float, default=5.0)
-    r = sub.add_parser("retrieve", help="committed entries from --start on")
+    r = sub.add_parser("retrieve", parents=[common], help="committed entries from --start on")
     r.add_argument("--start", type=int, default=1)
     r.add_argument("--timeout", type=float, default=10.0)
-    sub.add_parser("status", help="each node's status")
-    m = sub.add_parser("member", help="list or change the cluster's membership")
+    sub.add_parser("status", parents=[common], help="each node's status")
+    m = sub.add_parser("member", parents=[common], help="list or change the cluster's membership")
     msub = m.add_subparsers(dest="mcmd", required=True)
-    msub.add_parser("list", help="voters, learners, removed ids and addresses")
-    ma = msub.add_parser("add", help="add a node: learner, catch up, promote")
+    msub.add_parser("list", parents=[common], help="voters, learners, removed ids and addresses")
+    ma = msub.add_parser("add", parents=[common], help="add a node: learner, catch up, promote")
     ma.add_argument("id")
     ma.add_argument("--udp", required=True, help="the new node's UDP host:port")
     ma.add_argument("--http", required=True, help="the new node's HTTP host:port")
     ma.add_argument("--learner", action="store_true", help="stop at learner (no promotion)")
     ma.add_argument("--catch-up-s", type=float, default=60.0)
-    msub.add_parser("promote", help="make a learner a voter").add_argument("id")
-    mr = msub.add_parser("remove", help="remove a node for good")
+    msub.add_parser("promote", parents=[common], help="make a learner a voter").add_argument("id")
+    mr = msub.add_parser("remove", parents=[common], help="remove a node for good")
     mr.add_argument("id")
     mr.add_argument("--force", action="store_true",
                     help="even if it leaves two voters or too few live ones to commit")
