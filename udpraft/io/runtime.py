@@ -342,17 +342,7 @@ class NodeRuntime(LinearizableReads, ClientHandling, LocalProposals, AppForwardi
                                      exc_info=True)
                         os._exit(70)
                     self.fsync_s.observe(time.perf_counter() - t0)
-                if len(batch) == 1 or any(rd.snapshot is not None for rd in batch):
-                    for rd in batch:
-                        self._after_persist(rd)
-                else:
-                    # One group commit acknowledged every append of the batch: one answer
-                    # per leader and term says all of it (coalesce_append_resps).
-                    for m in coalesce_append_resps(
-                            [m for rd in batch for m in rd.persisted_messages]):
-                        self._send_raft(m)
-                    for rd in batch:
-                        self.raft.advance(rd)
+                self._after_persist(batch)
                 self._serve_reads()
                 self._drive()
         except Exception:  # a bug: say so, not "disk write failed"; still crash-only
@@ -373,12 +363,25 @@ class NodeRuntime(LinearizableReads, ClientHandling, LocalProposals, AppForwardi
         self.store.sync()
         self.counters["fsyncs"] += 1
 
-    def _after_persist(self, rd: Ready) -> None:
-        if rd.snapshot is not None and self.snapper is not None:  # [snapshots]
-            self.snapper.on_installed(rd.snapshot)
-        for m in rd.persisted_messages:
+    def _after_persist(self, batch: list[Ready]) -> None:
+        """The batch is durable: send what waited for it, then advance each Ready. One
+        group commit acknowledged every append of the batch, so one answer per leader and
+        term says all of it (coalesce_append_resps). A batch installing a snapshot goes
+        Ready by Ready: each install settles before the messages after it."""
+        if any(rd.snapshot is not None for rd in batch):  # [snapshots]
+            for rd in batch:
+                if rd.snapshot is not None and self.snapper is not None:
+                    self.snapper.on_installed(rd.snapshot)
+                for m in rd.persisted_messages:
+                    self._send_raft(m)
+                self.raft.advance(rd)
+            return
+        msgs = batch[0].persisted_messages if len(batch) == 1 else coalesce_append_resps(
+            [m for rd in batch for m in rd.persisted_messages])  # one Ready's: already cut
+        for m in msgs:
             self._send_raft(m)
-        self.raft.advance(rd)
+        for rd in batch:
+            self.raft.advance(rd)
 
     # ================================================================== apply
 
