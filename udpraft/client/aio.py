@@ -30,19 +30,15 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from udpraft.client.blocking import (
-    TRY_TIMEOUT_S,
-    TRY_TIMEOUT_S_MAX,
-    _NotApplied,
-    _secret_from_env,
-    expired_error,
-)
+from udpraft.client.blocking import TRY_TIMEOUT_S, TRY_TIMEOUT_S_MAX, _secret_from_env
 from udpraft.client.core import (
     ClientCore,
     Entry,
+    NotApplied,
     Result,
     cluster_file_args,
     entries_of,
+    expired_error,
     new_result,
     parse_nodes,
     responses_in,
@@ -161,7 +157,7 @@ class AsyncClient:
             if self.core.opened:  # the common case, inline: one coroutine frame per submit
                 try:
                     return await self._enqueue(bytes(data), deadline)
-                except _NotApplied:
+                except NotApplied:
                     self._reset_session()  # refused on its only try: send it in a new session
                 except SessionExpired:
                     self._reset_session()  # an earlier try may have applied: outcome unknown
@@ -169,7 +165,7 @@ class AsyncClient:
             for _ in range(2):
                 try:
                     return await self._submit_once(bytes(data), deadline)
-                except _NotApplied:
+                except NotApplied:
                     self._reset_session()
                 except SessionExpired:
                     self._reset_session()

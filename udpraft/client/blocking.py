@@ -17,9 +17,11 @@ from typing import Any
 from udpraft.client.core import (
     ClientCore,
     Entry,
+    NotApplied,
     Result,
     cluster_file_args,
     entries_of,
+    expired_error,
     parse_nodes,
 )
 from udpraft.errors import ClusterConfigError, NoQuorum, Rejected, SessionExpired, Timeout
@@ -71,7 +73,7 @@ class Client:
             req = core.submit_request(core.new_req_id(), [seq], [bytes(data)])
             try:
                 resp = self._call(req, max(0.01, deadline - time.monotonic()))
-            except _NotApplied:
+            except NotApplied:
                 core.new_session()  # refused on its only try, so not applied: a fresh session
                 continue
             except SessionExpired:
@@ -179,18 +181,6 @@ class Client:
             for resp in self.core.parse_all(data):
                 if resp.req_id == req.req_id and resp.kind == req.kind:
                     return resp
-
-
-class _NotApplied(SessionExpired):
-    """An "expired" refusal of a request sent only once: that one entry is the request's
-    only copy in the log, and it was refused, so the payload may be sent again in a new
-    session. After several tries an earlier copy may have applied before the session
-    ended (a lost answer): that refusal is a plain SessionExpired, the outcome unknown."""
-
-
-def expired_error(tries: int, message: str) -> SessionExpired:
-    """What an "expired" answer to a request sent ``tries`` times means for its caller."""
-    return _NotApplied(message) if tries == 1 else SessionExpired(message)
 
 
 def _secret_from_env() -> bytes:

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from udpraft.errors import Compacted
+from udpraft.errors import Compacted, SessionExpired
 from udpraft.wire import (
     ClientKind,
     ClientRequest,
@@ -176,6 +176,18 @@ def responses_in(
                     break
         return list(msg.responses)
     return []
+
+
+class NotApplied(SessionExpired):
+    """An "expired" refusal of a request sent only once: that one entry is the request's
+    only copy in the log, and it was refused, so the payload may be sent again in a new
+    session. After several tries an earlier copy may have applied before the session
+    ended (a lost answer): that refusal is a plain SessionExpired, the outcome unknown."""
+
+
+def expired_error(tries: int, message: str) -> SessionExpired:
+    """What an "expired" answer to a request sent ``tries`` times means for its caller."""
+    return NotApplied(message) if tries == 1 else SessionExpired(message)
 
 
 def entries_of(resp: ClientResponse, start: int) -> list[Entry] | None:
