@@ -32,7 +32,12 @@ _LINK_FIELDS = ("drop_pct", "delay_ms", "jitter_ms")
 
 @dataclass(slots=True)
 class NetFaults:
-    """The network faults in force on one node's hook, as the specs that rebuild them."""
+    """The network faults in force on one node's hook, as the specs that rebuild them.
+
+    ``add`` mirrors ``udpraft.io.faults.FaultHook.apply`` rather than reusing it: the
+    launcher reaches nodes only through processes, ports and files (test_boundaries). A
+    hypothesis test (test_launcher_netfaults) keeps the two in step: any sequence of orders
+    replayed from here rebuilds the hook's state."""
 
     partition: list[str] | None = None
     link: dict[str, float] | None = None  # towards every peer
